@@ -1,0 +1,144 @@
+"""The FastAPI application: wiring, start-up work and error mapping.
+
+Start-up (in order): create folders, migrate the database, create the first admin (printing
+a generated password once), finalize uploads that were complete when the server died,
+expire stale uploads. A background task repeats the housekeeping every few minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from anyio import to_thread
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from clowder_ml import __version__
+from clowder_ml.api.middleware import ObservabilityMiddleware
+from clowder_ml.api.platform import Platform
+from clowder_ml.api.routers import auth, datasets, ops, uploads
+from clowder_ml.db import migrate
+from clowder_ml.errors import ERRORS_BY_CODE, ClowderMLError, InternalError, ValidationFailed
+from clowder_ml.services import maintenance, users
+from clowder_ml.settings import Settings
+
+log = logging.getLogger("clowder_ml.api")
+HOUSEKEEPING_SECONDS = 600.0
+
+
+def bootstrap(platform: Platform) -> str | None:
+    """Migrate, create the first admin, recover uploads. Returns a generated admin password."""
+    migrate.upgrade(platform.db.engine)
+    pw = platform.settings.admin_password
+    with platform.db.session() as s:
+        generated = users.ensure_admin(s, pw.get_secret_value() if pw else None)
+    recovered = platform.uploads.recover()
+    expired = platform.uploads.expire()
+    if recovered or expired:
+        log.info("uploads reconciled", extra={"finalized": recovered, "expired": expired})
+    return generated
+
+
+def announce_admin_password(password: str) -> None:
+    # Printed once, to the terminal that started the server; it is never stored in clear.
+    print(f"\n  First start: created user 'admin' with password: {password}\n"
+          "  (shown only now; set CLOWDER_ML_ADMIN_PASSWORD to choose it)\n",
+          file=sys.stderr, flush=True)
+
+
+async def _housekeeping(platform: Platform) -> None:
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_SECONDS)
+        try:
+            await to_thread.run_sync(maintenance.collect, platform)
+        except Exception:
+            log.exception("housekeeping failed")
+
+
+def _error_response(err: ClowderMLError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": err.to_dict()}, status_code=err.status, headers=headers)
+
+
+def _http_error(status: int) -> type[ClowderMLError]:
+    for cls in ERRORS_BY_CODE.values():
+        if cls.status == status:
+            return cls
+    return InternalError if status >= 500 else ClowderMLError
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:5]:
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+        parts.append(f"{loc or 'request'}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ClowderMLError)
+    async def _platform_error(request: Request, exc: ClowderMLError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error_response(ValidationFailed(
+            f"Invalid request: {_describe_validation(exc)}.",
+            "See the API reference at /docs for the expected fields."))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        cls = _http_error(exc.status_code)
+        message = exc.detail if isinstance(exc.detail, str) else "Request failed."
+        err = cls(message)
+        return JSONResponse({"error": err.to_dict()}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        rid = request.scope.get("state", {}).get("request_id", "?")
+        log.error("unhandled error", exc_info=exc, extra={"request_id": rid})
+        return _error_response(InternalError(
+            "The server hit an unexpected error.",
+            f"Report request id {rid} to the operator."))
+
+
+def create_app(settings: Settings | None = None, *, announce: bool = True) -> FastAPI:
+    settings = settings or Settings()
+    platform = Platform.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        generated = await to_thread.run_sync(bootstrap, platform)
+        if generated and announce:
+            announce_admin_password(generated)
+        app.state.generated_admin_password = generated
+        task = asyncio.create_task(_housekeeping(platform))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            platform.db.dispose()
+
+    app = FastAPI(title="clowder-ml", version=__version__, lifespan=lifespan,
+                  description="Fine-tune and run models from a dataset.")
+    app.state.platform = platform
+    install_error_handlers(app)
+    for r in (ops.router, auth.router, datasets.router, uploads.router):
+        app.include_router(r)
+    app.add_middleware(ObservabilityMiddleware)
+    return app
+
+
+def app_factory() -> Any:
+    """For ``uvicorn --factory clowder_ml.api.app:app_factory``."""
+    return create_app()

@@ -1,0 +1,43 @@
+"""Request dependencies: the platform, the authenticated user."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from clowder_ml.api.platform import Platform
+from clowder_ml.db.models import User
+from clowder_ml.errors import AuthenticationRequired
+from clowder_ml.services import users
+
+SESSION_COOKIE = "clowder_ml_session"
+_bearer = HTTPBearer(auto_error=False, description="API token from POST /api/v1/auth/token")
+
+
+def get_platform(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+PlatformDep = Annotated[Platform, Depends(get_platform)]
+
+
+def current_user(request: Request, platform: PlatformDep,
+                 creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+                 ) -> User:
+    """The user behind the bearer token or the session cookie; 401 otherwise."""
+    token = creds.credentials if creds else request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise AuthenticationRequired(
+            "Authentication required.",
+            "Send 'Authorization: Bearer <token>'; get one with `clowder-ml login`.")
+    with platform.db.session() as s:
+        user = users.resolve_token(s, token)
+        s.flush()
+        s.expunge(user)
+    return user
+
+
+UserDep = Annotated[User, Depends(current_user)]

@@ -1,0 +1,185 @@
+"""One error root for the whole platform.
+
+Every error has a stable machine ``code``, a human ``message`` and an optional ``hint`` that
+says what to do. The API maps each error class to an HTTP status and answers
+``{"error": {"code", "message", "hint"}}``; the SDK rebuilds the same class from the code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ClowderMLError(Exception):
+    """Root of all platform errors. Subclasses fix ``code`` and ``status``."""
+
+    code: ClassVar[str] = "error"
+    status: ClassVar[int] = 400
+
+    def __init__(self, message: str, hint: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if code is not None:
+            # An instance may carry a more specific code than its class (e.g. from the server).
+            self.code = code  # type: ignore[misc]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "hint": self.hint}
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class BadRequest(ClowderMLError):
+    code = "bad_request"
+    status = 400
+
+
+class ValidationFailed(ClowderMLError):
+    code = "validation_failed"
+    status = 422
+
+
+class AuthenticationRequired(ClowderMLError):
+    code = "authentication_required"
+    status = 401
+
+
+class InvalidCredentials(ClowderMLError):
+    code = "invalid_credentials"
+    status = 401
+
+
+class PermissionDenied(ClowderMLError):
+    code = "permission_denied"
+    status = 403
+
+
+class NotFound(ClowderMLError):
+    code = "not_found"
+    status = 404
+
+
+class MethodNotAllowed(ClowderMLError):
+    code = "method_not_allowed"
+    status = 405
+
+
+class Conflict(ClowderMLError):
+    code = "conflict"
+    status = 409
+
+
+class AlreadyExists(Conflict):
+    code = "already_exists"
+
+
+class UploadOffsetMismatch(Conflict):
+    code = "upload_offset_mismatch"
+
+
+class Gone(ClowderMLError):
+    code = "gone"
+    status = 410
+
+
+class UploadExpired(Gone):
+    code = "upload_expired"
+
+
+class PreconditionFailed(ClowderMLError):
+    code = "precondition_failed"
+    status = 412
+
+
+class PayloadTooLarge(ClowderMLError):
+    code = "payload_too_large"
+    status = 413
+
+
+class UnsupportedMediaType(ClowderMLError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class RangeNotSatisfiable(ClowderMLError):
+    code = "range_not_satisfiable"
+    status = 416
+
+
+class ChecksumMismatch(ClowderMLError):
+    """The bytes received do not hash to what the client declared."""
+
+    code = "checksum_mismatch"
+    status = 460  # tus checksum extension's status
+
+
+class UnsafeArchive(ClowderMLError):
+    code = "unsafe_archive"
+    status = 422
+
+
+class UnsupportedFormat(ClowderMLError):
+    code = "unsupported_format"
+    status = 422
+
+
+class StorageFull(ClowderMLError):
+    code = "storage_full"
+    status = 507
+
+
+class StorageError(ClowderMLError):
+    code = "storage_error"
+    status = 500
+
+
+class ServiceUnavailable(ClowderMLError):
+    code = "service_unavailable"
+    status = 503
+
+
+class InternalError(ClowderMLError):
+    code = "internal_error"
+    status = 500
+
+
+def _all_subclasses(cls: type[ClowderMLError]) -> list[type[ClowderMLError]]:
+    out: list[type[ClowderMLError]] = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+ERRORS_BY_CODE: dict[str, type[ClowderMLError]] = {
+    c.code: c for c in [ClowderMLError, *_all_subclasses(ClowderMLError)]
+}
+
+
+def error_from_payload(status: int, payload: Any) -> ClowderMLError:
+    """Rebuild a typed error from an API error body (used by the SDK).
+
+    Unknown codes fall back to the class for the HTTP status family, keeping the code.
+    """
+    err = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(err, dict):
+        text = str(payload)[:500] if payload else f"HTTP {status}"
+        cls = _class_for_status(status)
+        return cls(f"Server answered {status}: {text}")
+    code = str(err.get("code") or "error")
+    message = str(err.get("message") or f"HTTP {status}")
+    hint = err.get("hint")
+    cls = ERRORS_BY_CODE.get(code) or _class_for_status(status)
+    return cls(message, hint if isinstance(hint, str) else None, code=code)
+
+
+def _class_for_status(status: int) -> type[ClowderMLError]:
+    for cls in (
+        NotFound, AuthenticationRequired, PermissionDenied, Conflict, Gone, PayloadTooLarge,
+        ValidationFailed, ServiceUnavailable,
+    ):
+        if cls.status == status:
+            return cls
+    return InternalError if status >= 500 else BadRequest

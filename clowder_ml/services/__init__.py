@@ -1,0 +1,1 @@
+"""Business logic per resource. Routers call exactly one service function per request."""

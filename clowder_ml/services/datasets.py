@@ -1,0 +1,338 @@
+"""Datasets: ownership, sharing, immutable versions, files, tree and metadata.
+
+Access rule: a dataset is visible to its owner, to users it is shared with, and to admins.
+For everyone else every operation answers ``NotFound``, exactly as for a dataset that does
+not exist. A user with read access who tries to write gets ``PermissionDenied``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, insert, literal, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from clowder_ml.db.models import (
+    Dataset,
+    DatasetShare,
+    DatasetVersion,
+    FileMetadata,
+    Permission,
+    Upload,
+    User,
+    VersionFile,
+    utcnow,
+)
+from clowder_ml.db.session import Database
+from clowder_ml.errors import (
+    AlreadyExists,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+)
+from clowder_ml.services.paths import normalize_path, normalize_prefix
+from clowder_ml.storage import BlobInfo
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ID_PREFIX = "ds_"
+
+
+def _not_found(ref: str) -> NotFound:
+    return NotFound(f"Dataset {ref!r} not found.", "List yours with `clowder-ml datasets ls`.")
+
+
+def validate_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise ValidationFailed(
+            f"Invalid dataset name {name!r}.",
+            "Use up to 128 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+        )
+    return name
+
+
+def permission_of(s: Session, user: User, ds: Dataset) -> Permission | None:
+    """The user's permission on ``ds``: owners and admins write, shares as granted."""
+    if user.is_admin or ds.owner_id == user.id:
+        return Permission.WRITE
+    share = s.get(DatasetShare, (ds.id, user.id))
+    return Permission(share.permission) if share else None
+
+
+def resolve(s: Session, user: User, ref: str, need: Permission = Permission.READ) -> Dataset:
+    """Find a dataset by id, by the user's own name, by a unique shared name, or 'owner/name'.
+
+    Raises ``NotFound`` when it does not exist *or* is not visible to ``user``.
+    """
+    ds: Dataset | None = None
+    if ref.startswith(ID_PREFIX):
+        ds = s.get(Dataset, ref)
+    elif "/" in ref:
+        owner_name, _, name = ref.partition("/")
+        ds = s.scalar(select(Dataset).join(User, User.id == Dataset.owner_id)
+                      .where(User.username == owner_name, Dataset.name == name))
+    else:
+        ds = s.scalar(select(Dataset).where(Dataset.owner_id == user.id, Dataset.name == ref))
+        if ds is None:
+            shared = list(s.scalars(
+                select(Dataset).join(DatasetShare, DatasetShare.dataset_id == Dataset.id)
+                .where(DatasetShare.user_id == user.id, Dataset.name == ref)))
+            if len(shared) == 1:
+                ds = shared[0]
+            elif len(shared) > 1:
+                raise Conflict(f"Several datasets shared with you are named {ref!r}.",
+                               "Name it as 'owner/name' or by its id.")
+    if ds is None:
+        raise _not_found(ref)
+    perm = permission_of(s, user, ds)
+    if perm is None:
+        raise _not_found(ref)
+    if need == Permission.WRITE and perm != Permission.WRITE:
+        raise PermissionDenied(f"You have read-only access to dataset {ref!r}.",
+                               "Ask its owner to share it with write permission.")
+    return ds
+
+
+def create(s: Session, owner: User, name: str, description: str = "",
+           metadata: Mapping[str, Any] | None = None) -> Dataset:
+    validate_name(name)
+    exists = s.scalar(select(Dataset.id).where(Dataset.owner_id == owner.id, Dataset.name == name))
+    if exists:
+        raise AlreadyExists(f"You already have a dataset named {name!r}.")
+    ds = Dataset(id=ID_PREFIX + secrets.token_hex(8), owner_id=owner.id, name=name,
+                 description=description, metadata_=dict(metadata or {}))
+    s.add(ds)
+    try:
+        s.flush()
+    except IntegrityError as exc:  # a concurrent create with the same name
+        raise AlreadyExists(f"You already have a dataset named {name!r}.") from exc
+    s.refresh(ds)
+    return ds
+
+
+def list_visible(s: Session, user: User) -> list[Dataset]:
+    q = select(Dataset).order_by(Dataset.created_at)
+    if not user.is_admin:
+        shared = select(DatasetShare.dataset_id).where(DatasetShare.user_id == user.id)
+        q = q.where(or_(Dataset.owner_id == user.id, Dataset.id.in_(shared)))
+    return list(s.scalars(q))
+
+
+def update_info(s: Session, ds: Dataset, description: str | None,
+                metadata: Mapping[str, Any] | None) -> Dataset:
+    if description is not None:
+        ds.description = description
+    if metadata is not None:
+        ds.metadata_ = dict(metadata)
+    ds.updated_at = utcnow()
+    return ds
+
+
+def remove(s: Session, user: User, ds: Dataset) -> None:
+    """Delete a dataset (owner or admin only). Its blobs are collected later if unreferenced."""
+    if not (user.is_admin or ds.owner_id == user.id):
+        raise PermissionDenied("Only the owner can delete a dataset.")
+    s.execute(delete(Upload).where(Upload.dataset_id == ds.id))
+    version_ids = select(DatasetVersion.id).where(DatasetVersion.dataset_id == ds.id)
+    s.execute(delete(VersionFile).where(VersionFile.version_id.in_(version_ids)))
+    s.execute(delete(DatasetVersion).where(DatasetVersion.dataset_id == ds.id))
+    s.execute(delete(FileMetadata).where(FileMetadata.dataset_id == ds.id))
+    s.execute(delete(DatasetShare).where(DatasetShare.dataset_id == ds.id))
+    s.delete(ds)
+
+
+# Sharing -------------------------------------------------------------------------------
+
+def share(s: Session, actor: User, ds: Dataset, target: User, permission: Permission) -> None:
+    if not (actor.is_admin or ds.owner_id == actor.id):
+        raise PermissionDenied("Only the owner can share a dataset.")
+    if target.id == ds.owner_id:
+        raise ValidationFailed("The owner always has full access.")
+    row = s.get(DatasetShare, (ds.id, target.id))
+    if row is None:
+        s.add(DatasetShare(dataset_id=ds.id, user_id=target.id, permission=permission.value))
+    else:
+        row.permission = permission.value
+
+
+def unshare(s: Session, actor: User, ds: Dataset, target: User) -> None:
+    if not (actor.is_admin or ds.owner_id == actor.id):
+        raise PermissionDenied("Only the owner can change sharing.")
+    row = s.get(DatasetShare, (ds.id, target.id))
+    if row is None:
+        raise NotFound(f"Dataset is not shared with {target.username!r}.")
+    s.delete(row)
+
+
+def shares(s: Session, ds: Dataset) -> list[DatasetShare]:
+    return list(s.scalars(select(DatasetShare).where(DatasetShare.dataset_id == ds.id)))
+
+
+# Versions ------------------------------------------------------------------------------
+
+def get_version(s: Session, ds: Dataset, number: int | None) -> DatasetVersion | None:
+    """The given version, or the latest when ``number`` is None (None if the dataset is empty)."""
+    n = ds.latest_version if number is None else number
+    if n == 0 and number is None:
+        return None
+    v = s.scalar(select(DatasetVersion).where(DatasetVersion.dataset_id == ds.id,
+                                              DatasetVersion.number == n))
+    if v is None:
+        raise NotFound(f"Dataset {ds.name!r} has no version {n}.",
+                       f"It has versions 1 to {ds.latest_version}." if ds.latest_version
+                       else "It has no files yet.")
+    return v
+
+
+def list_versions(s: Session, ds: Dataset) -> list[DatasetVersion]:
+    return list(s.scalars(select(DatasetVersion).where(DatasetVersion.dataset_id == ds.id)
+                          .order_by(DatasetVersion.number)))
+
+
+def files(s: Session, ds: Dataset, number: int | None = None, prefix: str | None = None,
+          ) -> list[VersionFile]:
+    v = get_version(s, ds, number)
+    if v is None:
+        return []
+    q = select(VersionFile).where(VersionFile.version_id == v.id).order_by(VersionFile.path)
+    pre = normalize_prefix(prefix)
+    if pre:
+        q = q.where(VersionFile.path.startswith(pre + "/", autoescape=True))
+    return list(s.scalars(q))
+
+
+def get_file(s: Session, ds: Dataset, path: str, number: int | None = None) -> VersionFile:
+    p = normalize_path(path)
+    v = get_version(s, ds, number)
+    row = None if v is None else s.get(VersionFile, (v.id, p))
+    if row is None:
+        raise NotFound(f"No file {p!r} in dataset {ds.name!r}"
+                       + (f" version {v.number}." if v else "."))
+    return row
+
+
+@dataclass
+class TreeNode:
+    name: str
+    path: str
+    kind: str  # "folder" | "file"
+    size: int
+    files: int
+    sha256: str | None = None
+
+
+def tree(s: Session, ds: Dataset, number: int | None = None, prefix: str | None = None,
+         ) -> list[TreeNode]:
+    """Direct children of folder ``prefix``: sub-folders (with file count and size) and files."""
+    pre = normalize_prefix(prefix)
+    entries = files(s, ds, number, pre or None)
+    if pre and not entries:
+        raise NotFound(f"No folder {pre!r} in dataset {ds.name!r}.")
+    start = len(pre) + 1 if pre else 0
+    folders: dict[str, TreeNode] = {}
+    out: list[TreeNode] = []
+    for e in entries:
+        rest = e.path[start:]
+        head, sep, _ = rest.partition("/")
+        if sep:
+            node = folders.get(head)
+            if node is None:
+                node = folders[head] = TreeNode(head, e.path[: start + len(head)], "folder", 0, 0)
+            node.size += e.size
+            node.files += 1
+        else:
+            out.append(TreeNode(rest, e.path, "file", e.size, 1, e.sha256))
+    return sorted(folders.values(), key=lambda n: n.name) + out
+
+
+def commit_changes(db: Database, ds_id: str, actor_id: int, adds: Mapping[str, BlobInfo],
+                   removes: set[str] | frozenset[str] = frozenset(), message: str = "",
+                   ) -> DatasetVersion:
+    """Create the next immutable version: the latest files, minus ``removes``, plus ``adds``.
+
+    Runs in its own transaction and retries when a concurrent change took the same number,
+    so two uploads finishing together both land, one after the other.
+    """
+    for path in removes:
+        normalize_path(path)
+    adds = {normalize_path(p): b for p, b in adds.items()}
+    last_error: Exception | None = None
+    for _attempt in range(20):
+        try:
+            with db.session() as s:
+                return _commit_once(s, ds_id, actor_id, adds, set(removes), message)
+        except IntegrityError as exc:
+            last_error = exc
+    raise Conflict("The dataset is changing too fast; try again.") from last_error
+
+
+def _commit_once(s: Session, ds_id: str, actor_id: int, adds: Mapping[str, BlobInfo],
+                 removes: set[str], message: str) -> DatasetVersion:
+    ds = s.get(Dataset, ds_id)
+    if ds is None:
+        raise NotFound("The dataset was deleted while the change was in progress.")
+    prev = get_version(s, ds, None)
+    if prev is not None:
+        existing = set(s.scalars(select(VersionFile.path).where(VersionFile.version_id == prev.id)))
+        missing = removes - existing
+    else:
+        existing, missing = set(), set(removes)
+    if missing:
+        raise NotFound(f"No file {sorted(missing)[0]!r} in dataset {ds.name!r}.")
+    new = DatasetVersion(dataset_id=ds.id, number=ds.latest_version + 1, message=message,
+                         created_by=actor_id)
+    s.add(new)
+    s.flush()  # a concurrent commit of the same number fails here (unique constraint)
+    if prev is not None:
+        dropped = removes | set(adds)
+        keep = select(literal(new.id), VersionFile.path,
+                      VersionFile.sha256, VersionFile.size).where(
+            VersionFile.version_id == prev.id)
+        if dropped:
+            keep = keep.where(VersionFile.path.not_in(dropped))
+        s.execute(insert(VersionFile).from_select(
+            ["version_id", "path", "sha256", "size"], keep))
+    if adds:
+        s.execute(insert(VersionFile), [
+            {"version_id": new.id, "path": p, "sha256": b.sha256, "size": b.size}
+            for p, b in adds.items()
+        ])
+    count, total = s.execute(select(func.count(), func.coalesce(func.sum(VersionFile.size), 0))
+                             .where(VersionFile.version_id == new.id)).one()
+    new.file_count, new.total_bytes = int(count), int(total)
+    # Compare-and-set on latest_version so two writers can never both claim one number.
+    res = s.execute(update(Dataset).where(Dataset.id == ds.id,
+                                          Dataset.latest_version == ds.latest_version)
+                    .values(latest_version=new.number, updated_at=utcnow()))
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        raise IntegrityError("latest_version moved", None, Exception("race"))
+    return new
+
+
+# Metadata ------------------------------------------------------------------------------
+
+def get_file_metadata(s: Session, ds: Dataset, path: str) -> dict[str, Any]:
+    row = s.get(FileMetadata, (ds.id, normalize_path(path)))
+    return dict(row.metadata_) if row else {}
+
+
+def set_file_metadata(s: Session, ds: Dataset, path: str, metadata: Mapping[str, Any],
+                      ) -> dict[str, Any]:
+    p = normalize_path(path)
+    get_file(s, ds, p)  # only files that exist in the latest version take metadata
+    row = s.get(FileMetadata, (ds.id, p))
+    if row is None:
+        s.add(FileMetadata(dataset_id=ds.id, path=p, metadata_=dict(metadata)))
+    else:
+        row.metadata_ = dict(metadata)
+    return dict(metadata)
+
+
+def referenced_digests(s: Session) -> set[str]:
+    """Every blob digest some record still points to (the garbage collector keeps these)."""
+    return set(s.scalars(select(VersionFile.sha256).distinct()))

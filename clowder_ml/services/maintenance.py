@@ -1,0 +1,19 @@
+"""Housekeeping: expire stale uploads, collect unreferenced blobs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from clowder_ml.services import datasets
+
+if TYPE_CHECKING:
+    from clowder_ml.api.platform import Platform
+
+
+def collect(platform: Platform, grace_seconds: float | None = None) -> tuple[int, int]:
+    """Return (uploads expired, blobs removed)."""
+    expired = platform.uploads.expire()
+    with platform.db.session() as s:
+        referenced = datasets.referenced_digests(s)
+    grace = platform.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
+    return expired, platform.blobs.collect(referenced, grace)

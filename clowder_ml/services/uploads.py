@@ -1,0 +1,458 @@
+"""Resumable uploads (tus 1.0: core, creation, creation-with-upload, termination, checksum,
+expiration) into datasets.
+
+Contract:
+- The bytes of upload ``U`` accumulate in ``uploads/U.part``. The file's size *is* the offset:
+  every byte in it was received in order, so after the client or the server dies the upload
+  resumes from whatever reached the file.
+- Each PATCH takes an exclusive ``flock`` on the part file, so two requests (even from two
+  server processes) never append at once; the loser gets 423 and tus clients retry.
+- The sha256 is computed as bytes arrive; after a server restart the received prefix is
+  re-hashed once.
+- When the last byte arrives, the digest is compared with the declared ``sha256``. A mismatch
+  fails the upload and deletes the bytes: nothing reaches the dataset. A match moves the file
+  into the blob store (a rename, no copy) and commits a new dataset version; zip uploads are
+  unpacked safely instead.
+- A finished-but-unfinalized upload (server killed between the last byte and the commit) is
+  finalized by ``recover()`` at start-up.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import fcntl
+import hashlib
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import anyio
+from sqlalchemy import select
+
+from clowder_ml.db.models import Permission, Upload, UploadState, User, utcnow
+from clowder_ml.db.session import Database
+from clowder_ml.errors import (
+    BadRequest,
+    ChecksumMismatch,
+    ClowderMLError,
+    NotFound,
+    PayloadTooLarge,
+    StorageFull,
+    UnsupportedMediaType,
+    UploadExpired,
+    UploadOffsetMismatch,
+    ValidationFailed,
+)
+from clowder_ml.services import datasets
+from clowder_ml.services.archives import ZipLimits, unpack_zip
+from clowder_ml.services.paths import normalize_path, normalize_prefix
+from clowder_ml.settings import Settings
+from clowder_ml.storage import LocalBlobStore
+from clowder_ml.storage.blobstore import SHA256_RE, storage_error
+
+TUS_VERSION = "1.0.0"
+TUS_EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
+CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "md5": hashlib.md5}
+OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
+WRITE_BATCH = 4 << 20  # bytes gathered before one write+hash in a worker thread
+TRUE_WORDS = {"1", "true", "yes", "on"}
+
+
+class UploadLocked(ClowderMLError):
+    code = "upload_locked"
+    status = 423
+
+
+def parse_metadata(header: str | None) -> dict[str, str]:
+    """Parse tus ``Upload-Metadata`` (``key base64value`` pairs separated by commas)."""
+    out: dict[str, str] = {}
+    if not header:
+        return out
+    for pair in header.split(","):
+        pair = pair.strip()
+        if not pair:
+            continue
+        key, _, value = pair.partition(" ")
+        if not key or key in out:
+            raise BadRequest(f"Bad Upload-Metadata: empty or repeated key {key!r}.")
+        try:
+            out[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise BadRequest(f"Bad Upload-Metadata: value of {key!r} is not base64 UTF-8.",
+                             "Encode each value with base64, as tus clients do.") from exc
+    return out
+
+
+def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
+    if not header:
+        return None
+    algo, _, b64 = header.strip().partition(" ")
+    if algo not in CHECKSUM_ALGORITHMS:
+        raise BadRequest(f"Unsupported checksum algorithm {algo!r}.",
+                         f"Use one of: {', '.join(CHECKSUM_ALGORITHMS)}.")
+    try:
+        return algo, base64.b64decode(b64, validate=True)
+    except binascii.Error as exc:
+        raise BadRequest("Upload-Checksum value is not base64.") from exc
+
+
+def parse_int_header(name: str, value: str | None) -> int:
+    if value is None or not value.strip().isdigit():
+        raise BadRequest(f"Missing or invalid {name} header (a non-negative integer).")
+    return int(value)
+
+
+@dataclass
+class UploadStatus:
+    id: str
+    dataset_id: str
+    path: str
+    length: int
+    offset: int
+    state: str
+    expires_at: Any
+    version: int | None
+    error: str | None
+    metadata: dict[str, Any]
+
+
+class _HashState:
+    """Running sha256 of a part file's first ``offset`` bytes (kept between PATCHes)."""
+
+    def __init__(self, offset: int, h: Any) -> None:
+        self.offset = offset
+        self.h = h
+
+
+class UploadService:
+    def __init__(self, settings: Settings, db: Database, blobs: LocalBlobStore) -> None:
+        self.settings = settings
+        self.db = db
+        self.blobs = blobs
+        self.dir = settings.uploads_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._hashes: dict[str, _HashState] = {}
+
+    # helpers -------------------------------------------------------------------------
+
+    def part(self, upload_id: str) -> Path:
+        return self.dir / f"{upload_id}.part"
+
+    def _zip_limits(self) -> ZipLimits:
+        st = self.settings
+        return ZipLimits(st.zip_max_total_bytes, st.zip_max_ratio, st.zip_max_entries)
+
+    def _received(self, upload_id: str) -> int:
+        try:
+            return self.part(upload_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _load(self, user: User, upload_id: str) -> Upload:
+        """The user's upload or NotFound (uploads are private to their creator)."""
+        with self.db.session() as s:
+            up = s.get(Upload, upload_id)
+            if up is None or (up.owner_id != user.id):
+                raise NotFound("No such upload.", "Start a new upload.")
+            s.expunge(up)
+            return up
+
+    def _status(self, up: Upload) -> UploadStatus:
+        offset = up.length if up.state == UploadState.COMPLETED else min(
+            self._received(up.id), up.length)
+        return UploadStatus(up.id, up.dataset_id, up.path, up.length, offset, up.state,
+                            up.expires_at, up.version, up.error, dict(up.metadata_))
+
+    # creation ------------------------------------------------------------------------
+
+    def create(self, user: User, length: int, metadata: dict[str, str]) -> UploadStatus:
+        """Register a new upload into ``metadata['dataset']`` at ``metadata['path']``."""
+        if length > self.settings.max_upload_bytes:
+            raise PayloadTooLarge(f"Upload of {length} bytes exceeds the limit of "
+                                  f"{self.settings.max_upload_bytes} bytes.")
+        ref = metadata.get("dataset")
+        if not ref:
+            raise ValidationFailed("Upload-Metadata must name the target 'dataset'.",
+                                   "Add metadata dataset=<name or id>.")
+        unpack = metadata.get("unpack", "").lower() in TRUE_WORDS
+        if unpack:
+            # A zip is unpacked under the folder 'prefix' (the dataset root by default).
+            path = normalize_prefix(metadata.get("prefix"))
+        else:
+            path_meta = metadata.get("path") or metadata.get("filename")
+            if not path_meta:
+                raise ValidationFailed("Upload-Metadata must give the file's 'path'.",
+                                       "Add metadata path=<folder/file.ext>.")
+            path = normalize_path(path_meta)
+        sha = metadata.get("sha256", "").lower() or None
+        if sha is not None and not SHA256_RE.match(sha):
+            raise ValidationFailed("Upload-Metadata 'sha256' must be 64 hex digits.")
+        free = shutil.disk_usage(self.dir).free
+        if length > free:
+            raise StorageFull(f"Not enough disk space for {length} bytes ({free} free).",
+                              "Free space in the data folder or upload a smaller file.")
+        with self.db.session() as s:
+            ds = datasets.resolve(s, user, ref, Permission.WRITE)
+            up = Upload(
+                id=secrets.token_hex(16), owner_id=user.id, dataset_id=ds.id, path=path,
+                sha256=sha or "", length=length, unpack=unpack,
+                metadata_={k: v for k, v in metadata.items()
+                           if k not in ("dataset", "path", "sha256", "unpack", "prefix")},
+                expires_at=utcnow() + timedelta(hours=self.settings.upload_expiry_hours),
+            )
+            try:
+                self.part(up.id).touch(exist_ok=False)
+            except OSError as exc:
+                raise storage_error(exc, "starting an upload") from exc
+            s.add(up)
+            s.flush()
+            s.expunge(up)
+        self._hashes[up.id] = _HashState(0, hashlib.sha256())
+        return self._status(up)
+
+    def status(self, user: User, upload_id: str) -> UploadStatus:
+        """State of any of the user's uploads, including failed and completed ones."""
+        return self._status(self._load(user, upload_id))
+
+    def head(self, user: User, upload_id: str) -> UploadStatus:
+        up = self._load(user, upload_id)
+        self._check_usable(up, allow_completed=True)
+        return self._status(up)
+
+    def _check_usable(self, up: Upload, *, allow_completed: bool = False) -> None:
+        if up.state == UploadState.FAILED:
+            raise UploadExpired(f"This upload failed: {up.error}", "Start a new upload.")
+        if up.state == UploadState.COMPLETED and not allow_completed:
+            raise UploadOffsetMismatch("This upload is already complete.")
+        if up.state == UploadState.RECEIVING and up.expires_at <= utcnow():
+            raise UploadExpired("This upload expired before it was finished.",
+                                "Start a new upload.")
+
+    # appending -----------------------------------------------------------------------
+
+    async def append(self, user: User, upload_id: str, offset: int, content_type: str | None,
+                     body: AsyncIterator[bytes], checksum_header: str | None) -> UploadStatus:
+        """Append a PATCH body at ``offset``; finalize when the upload is complete."""
+        if (content_type or "").split(";")[0].strip().lower() != OFFSET_CONTENT_TYPE:
+            raise UnsupportedMediaType(f"PATCH needs Content-Type: {OFFSET_CONTENT_TYPE}.")
+        checksum = parse_checksum(checksum_header)
+        up = await anyio.to_thread.run_sync(self._load, user, upload_id)
+        self._check_usable(up)
+        fh = await anyio.to_thread.run_sync(self._open_locked, upload_id)
+        try:
+            current = os.fstat(fh.fileno()).st_size
+            if offset != current:
+                raise UploadOffsetMismatch(
+                    f"Upload-Offset {offset} does not match the {current} bytes received.",
+                    "Ask the server for the offset (HEAD) and resume from there.")
+            state = self._hashes.get(upload_id)
+            if state is None or state.offset != current:
+                state = await anyio.to_thread.run_sync(self._rehash, fh, current)
+                self._hashes[upload_id] = state
+            start_hash = state.h.copy()
+            chunk_hash = CHECKSUM_ALGORITHMS[checksum[0]]() if checksum else None
+            try:
+                await self._receive(fh, state, body, up.length, chunk_hash)
+            except BaseException:
+                # With a checksum the chunk is all-or-nothing; without, every byte that
+                # reached the file is good and stays (the client resumes after it).
+                if checksum:
+                    await anyio.to_thread.run_sync(self._truncate, fh, state, current,
+                                                   start_hash)
+                else:
+                    await anyio.to_thread.run_sync(self._sync, fh, up.id, state.offset)
+                raise
+            if checksum and chunk_hash is not None and chunk_hash.digest() != checksum[1]:
+                await anyio.to_thread.run_sync(self._truncate, fh, state, current, start_hash)
+                raise ChecksumMismatch("The chunk's checksum does not match its bytes.",
+                                       "Resend the chunk.")
+            await anyio.to_thread.run_sync(self._sync, fh, up.id, state.offset)
+            if state.offset == up.length:
+                await anyio.to_thread.run_sync(self._finalize, up.id, state.h.hexdigest())
+        finally:
+            fh.close()  # releases the flock
+        return await anyio.to_thread.run_sync(self.head_any, upload_id)
+
+    def head_any(self, upload_id: str) -> UploadStatus:
+        with self.db.session() as s:
+            up = s.get(Upload, upload_id)
+            if up is None:
+                raise NotFound("No such upload.")
+            s.expunge(up)
+        return self._status(up)
+
+    def _open_locked(self, upload_id: str) -> BinaryIO:
+        try:
+            fh = open(self.part(upload_id), "r+b")  # noqa: SIM115
+        except FileNotFoundError as exc:
+            raise NotFound("The upload's data is gone.", "Start a new upload.") from exc
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            fh.close()
+            raise UploadLocked("Another request is writing to this upload.",
+                               "Retry in a moment.") from exc
+        fh.seek(0, os.SEEK_END)
+        return fh
+
+    @staticmethod
+    def _rehash(fh: BinaryIO, upto: int) -> _HashState:
+        h = hashlib.sha256()
+        fh.seek(0)
+        left = upto
+        while left > 0:
+            data = fh.read(min(8 << 20, left))
+            if not data:
+                break
+            h.update(data)
+            left -= len(data)
+        fh.seek(0, os.SEEK_END)
+        return _HashState(upto, h)
+
+    async def _receive(self, fh: BinaryIO, state: _HashState, body: AsyncIterator[bytes],
+                       length: int, chunk_hash: Any) -> None:
+        buf: list[bytes] = []
+        size = 0
+
+        def flush(parts: list[bytes]) -> None:
+            data = b"".join(parts)
+            try:
+                fh.write(data)
+            except OSError as exc:
+                raise storage_error(exc, "receiving an upload") from exc
+            state.h.update(data)
+            if chunk_hash is not None:
+                chunk_hash.update(data)
+            state.offset += len(data)
+
+        try:
+            async for chunk in body:
+                if not chunk:
+                    continue
+                if state.offset + size + len(chunk) > length:
+                    raise PayloadTooLarge(
+                        f"The request sends more than the declared Upload-Length ({length}).")
+                buf.append(chunk)
+                size += len(chunk)
+                if size >= WRITE_BATCH:
+                    parts, buf, size = buf, [], 0
+                    await anyio.to_thread.run_sync(flush, parts)
+        finally:
+            if buf:
+                # Keep whatever arrived even if the client went away mid-request.
+                await anyio.to_thread.run_sync(flush, buf)
+
+    def _truncate(self, fh: BinaryIO, state: _HashState, to: int, h: Any) -> None:
+        fh.flush()
+        fh.truncate(to)
+        fh.seek(0, os.SEEK_END)
+        state.offset, state.h = to, h
+
+    def _sync(self, fh: BinaryIO, upload_id: str, offset: int) -> None:
+        try:
+            fh.flush()
+            os.fsync(fh.fileno())
+        except OSError as exc:
+            raise storage_error(exc, "saving an upload") from exc
+        with self.db.session() as s:
+            up = s.get(Upload, upload_id)
+            if up is not None:
+                up.offset = offset
+
+    # finishing -----------------------------------------------------------------------
+
+    def _finalize(self, upload_id: str, digest: str) -> None:
+        """Verify and commit a complete upload. Idempotent."""
+        with self.db.session() as s:
+            up = s.get(Upload, upload_id)
+            if up is None or up.state != UploadState.RECEIVING:
+                return
+            s.expunge(up)
+        self._hashes.pop(upload_id, None)
+        part = self.part(upload_id)
+        if up.sha256 and digest != up.sha256:
+            self._fail(up.id, f"sha256 mismatch: declared {up.sha256}, received {digest}")
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+            raise ChecksumMismatch(
+                f"The uploaded bytes hash to {digest}, not the declared sha256 {up.sha256}.",
+                "The file changed or was corrupted in transit; nothing was added to the "
+                "dataset. Upload it again.")
+        try:
+            if up.unpack:
+                adds = unpack_zip(part, self.blobs, self._zip_limits(), prefix=up.path)
+                part.unlink()
+            else:
+                adds = {up.path: self.blobs.adopt(part, digest)}
+            version = datasets.commit_changes(
+                self.db, up.dataset_id, up.owner_id, adds,
+                message=f"upload {up.path or 'archive'}")
+        except ClowderMLError as exc:
+            self._fail(up.id, exc.message)
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+            raise
+        with self.db.session() as s:
+            row = s.get(Upload, upload_id)
+            if row is not None:
+                row.state = UploadState.COMPLETED.value
+                row.offset = row.length
+                row.sha256 = digest if not row.unpack else row.sha256
+                row.version = version.number
+
+    def _fail(self, upload_id: str, reason: str) -> None:
+        with self.db.session() as s:
+            row = s.get(Upload, upload_id)
+            if row is not None:
+                row.state = UploadState.FAILED.value
+                row.error = reason
+
+    def terminate(self, user: User, upload_id: str) -> None:
+        up = self._load(user, upload_id)
+        fh = self._open_locked(upload_id) if self.part(upload_id).exists() else None
+        try:
+            with self.db.session() as s:
+                row = s.get(Upload, up.id)
+                if row is not None:
+                    s.delete(row)
+            with contextlib.suppress(FileNotFoundError):
+                self.part(upload_id).unlink()
+            self._hashes.pop(upload_id, None)
+        finally:
+            if fh is not None:
+                fh.close()
+
+    def expire(self) -> int:
+        """Drop unfinished uploads past their expiry; return how many."""
+        now = utcnow()
+        with self.db.session() as s:
+            rows = list(s.scalars(select(Upload).where(
+                Upload.state == UploadState.RECEIVING.value, Upload.expires_at <= now)))
+            for row in rows:
+                with contextlib.suppress(FileNotFoundError):
+                    self.part(row.id).unlink()
+                self._hashes.pop(row.id, None)
+                s.delete(row)
+        return len(rows)
+
+    def recover(self) -> int:
+        """Finalize uploads whose bytes all arrived but were not committed (server died)."""
+        done = 0
+        with self.db.session() as s:
+            ids = [(u.id, u.length) for u in s.scalars(
+                select(Upload).where(Upload.state == UploadState.RECEIVING.value))]
+        for upload_id, length in ids:
+            if self._received(upload_id) == length:
+                with open(self.part(upload_id), "rb") as fh:
+                    digest = self._rehash(fh, length).h.hexdigest()
+                with contextlib.suppress(ClowderMLError):
+                    self._finalize(upload_id, digest)
+                done += 1
+        return done

@@ -1,0 +1,74 @@
+"""Typed settings read from the environment (prefix ``CLOWDER_ML_``).
+
+Defaults are the embedded, single-machine setup: SQLite and blobs in a local data folder.
+Nothing here holds a secret by default; the first admin password is generated when unset.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server settings. Every field can be set as ``CLOWDER_ML_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CLOWDER_ML_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./clowder-ml-data"), description="Data folder")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; SQLite in the data folder when unset"
+    )
+    admin_password: SecretStr | None = Field(
+        default=None, description="First admin's password; generated and printed once if unset"
+    )
+    public_url: str | None = Field(default=None, description="URL users open (for messages)")
+
+    # Uploads
+    max_upload_bytes: int = Field(default=1 << 40, description="Largest single upload (tus)")
+    max_multipart_bytes: int = Field(default=64 << 20, description="Largest multipart file")
+    upload_expiry_hours: float = Field(default=24.0, description="Unfinished uploads expire")
+
+    # Zip archives unpacked into datasets
+    zip_max_total_bytes: int = Field(default=20 << 30, description="Sum of unpacked sizes")
+    zip_max_ratio: float = Field(default=200.0, description="Largest unpacked/packed ratio")
+    zip_max_entries: int = Field(default=100_000)
+
+    # Tokens and sessions
+    session_hours: float = Field(default=12.0)
+    cookie_secure: bool = Field(default=False, description="Set Secure on the session cookie")
+
+    # Blob garbage collection: never touch blobs younger than this (they may be in flight)
+    gc_grace_seconds: float = Field(default=3600.0)
+
+    log_level: str = Field(default="INFO")
+    log_json: bool = Field(default=True)
+
+    @cached_property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.resolved_data_dir / "blobs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.resolved_data_dir / "uploads"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.resolved_data_dir / "tmp"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'clowder-ml.sqlite3'}"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.resolved_data_dir, self.blobs_dir, self.uploads_dir, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
