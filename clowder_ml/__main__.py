@@ -1,0 +1,3 @@
+from clowder_ml.cli import main
+
+main()

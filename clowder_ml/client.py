@@ -1,0 +1,459 @@
+"""Python SDK over the REST API.
+
+``Client(url, token)`` (both default to ``CLOWDER_ML_URL`` / ``CLOWDER_ML_TOKEN``, then to the
+file written by ``clowder-ml login``). Every API error is raised as the matching
+``clowder_ml.errors`` class, rebuilt from the server's error code.
+
+Uploads use tus and resume across process restarts: the upload URL is remembered in a small
+state file keyed by the local file (path, size, mtime) and the target, so calling ``upload``
+again after a crash or Ctrl-C continues from the server's offset.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from clowder_ml.errors import (
+    ClowderMLError,
+    Conflict,
+    Gone,
+    NotFound,
+    ServiceUnavailable,
+    ValidationFailed,
+    error_from_payload,
+)
+
+TUS = {"Tus-Resumable": "1.0.0"}
+DEFAULT_CHUNK = 32 << 20
+HASH_CHUNK = 8 << 20
+ProgressFn = Callable[[int, int], None]
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "clowder-ml"
+
+
+def state_dir() -> Path:
+    env = os.environ.get("CLOWDER_ML_STATE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "clowder-ml"
+
+
+def load_login() -> dict[str, str]:
+    try:
+        data = json.loads((config_dir() / "config.json").read_text())
+        return {k: str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def save_login(url: str, token: str) -> Path:
+    path = config_dir() / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"url": url, "token": token}, fh)
+    return path
+
+
+def sha256_file(path: Path, progress: ProgressFn | None = None) -> str:
+    h = hashlib.sha256()
+    total = path.stat().st_size
+    done = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            h.update(chunk)
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+    return h.hexdigest()
+
+
+class ResumeStore:
+    """Remembers unfinished upload URLs in a JSON file (locked for concurrent processes)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or state_dir() / "uploads.json"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                data = json.loads(self.path.read_text())
+                if not isinstance(data, dict):
+                    data = {}
+            except (OSError, ValueError):
+                data = {}
+            yield data
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=1))
+            os.replace(tmp, self.path)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._locked() as data:
+            rec = data.get(key)
+            return dict(rec) if isinstance(rec, dict) else None
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        with self._locked() as data:
+            data[key] = record
+
+    def drop(self, key: str) -> None:
+        with self._locked() as data:
+            data.pop(key, None)
+
+
+def _encode_metadata(meta: dict[str, str]) -> str:
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in meta.items())
+
+
+class Client:
+    """A connection to a clowder-ml server."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, *,
+                 timeout: float = 300.0, resume_store: ResumeStore | None = None) -> None:
+        saved = load_login()
+        self.url = (url or os.environ.get("CLOWDER_ML_URL") or saved.get("url")
+                    or "http://127.0.0.1:8000").rstrip("/")
+        self.token = token or os.environ.get("CLOWDER_ML_TOKEN") or saved.get("token")
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
+                                 follow_redirects=False)
+        self.resume_store = resume_store or ResumeStore()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    # plumbing --------------------------------------------------------------------------
+
+    def _check(self, resp: httpx.Response) -> httpx.Response:
+        if resp.status_code < 400:
+            return resp
+        try:
+            payload: Any = resp.json()
+        except ValueError:
+            payload = resp.text
+        raise error_from_payload(resp.status_code, payload)
+
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            resp = self.http.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(f"Cannot reach the server at {self.url}: {exc}",
+                                     "Is `clowder-ml serve` running? Check CLOWDER_ML_URL.",
+                                     ) from exc
+        return self._check(resp)
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        resp = self.request(method, path, **kw)
+        return resp.json() if resp.content else None
+
+    # auth and users --------------------------------------------------------------------
+
+    @classmethod
+    def login(cls, url: str, username: str, password: str, token_name: str = "cli",
+              expires_in_days: float | None = None) -> Client:
+        """Exchange credentials for a token and return a client that uses it."""
+        anon = cls(url, token="-")
+        try:
+            body: dict[str, Any] = {"username": username, "password": password,
+                                    "name": token_name}
+            if expires_in_days:
+                body["expires_in_days"] = expires_in_days
+            token = anon._json("POST", "/api/v1/auth/token", json=body)["token"]
+        finally:
+            anon.close()
+        return cls(url, token)
+
+    def whoami(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/api/v1/users/me"))
+
+    def create_user(self, username: str, password: str, is_admin: bool = False,
+                    ) -> dict[str, Any]:
+        return dict(self._json("POST", "/api/v1/users", json={
+            "username": username, "password": password, "is_admin": is_admin}))
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/api/v1/tokens"))
+
+    def create_token(self, name: str, expires_in_days: float | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name}
+        if expires_in_days:
+            body["expires_in_days"] = expires_in_days
+        return dict(self._json("POST", "/api/v1/tokens", json=body))
+
+    def revoke_token(self, token_id: str) -> None:
+        self.request("DELETE", f"/api/v1/tokens/{token_id}")
+
+    # datasets --------------------------------------------------------------------------
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/api/v1/datasets"))
+
+    def create_dataset(self, name: str, description: str = "",
+                       metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        return dict(self._json("POST", "/api/v1/datasets", json={
+            "name": name, "description": description, "metadata": metadata or {}}))
+
+    def get_dataset(self, ref: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/api/v1/datasets/{ref}"))
+
+    def ensure_dataset(self, ref: str) -> dict[str, Any]:
+        try:
+            return self.get_dataset(ref)
+        except NotFound:
+            try:
+                return self.create_dataset(ref)
+            except Conflict:
+                return self.get_dataset(ref)
+
+    def update_dataset(self, ref: str, description: str | None = None,
+                       metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if description is not None:
+            body["description"] = description
+        if metadata is not None:
+            body["metadata"] = metadata
+        return dict(self._json("PATCH", f"/api/v1/datasets/{ref}", json=body))
+
+    def delete_dataset(self, ref: str) -> None:
+        self.request("DELETE", f"/api/v1/datasets/{ref}")
+
+    def share(self, ref: str, username: str, permission: str = "read") -> dict[str, Any]:
+        return dict(self._json("PUT", f"/api/v1/datasets/{ref}/shares/{username}",
+                               json={"permission": permission}))
+
+    def unshare(self, ref: str, username: str) -> None:
+        self.request("DELETE", f"/api/v1/datasets/{ref}/shares/{username}")
+
+    def list_shares(self, ref: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/api/v1/datasets/{ref}/shares"))
+
+    def versions(self, ref: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/api/v1/datasets/{ref}/versions"))
+
+    def version(self, ref: str, number: int) -> dict[str, Any]:
+        return dict(self._json("GET", f"/api/v1/datasets/{ref}/versions/{number}"))
+
+    def files(self, ref: str, version: int | None = None, prefix: str | None = None,
+              ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {}
+        if version:
+            params["version"] = version
+        if prefix:
+            params["prefix"] = prefix
+        return list(self._json("GET", f"/api/v1/datasets/{ref}/files", params=params))
+
+    def tree(self, ref: str, path: str = "", version: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"path": path}
+        if version:
+            params["version"] = version
+        return dict(self._json("GET", f"/api/v1/datasets/{ref}/tree", params=params))
+
+    def preview(self, ref: str, path: str, rows: int = 20, version: int | None = None,
+                ) -> dict[str, Any]:
+        params: dict[str, Any] = {"rows": rows}
+        if version:
+            params["version"] = version
+        return dict(self._json("GET", f"/api/v1/datasets/{ref}/preview/{path}", params=params))
+
+    def delete_file(self, ref: str, path: str) -> dict[str, Any]:
+        return dict(self._json("DELETE", f"/api/v1/datasets/{ref}/files/{path}"))
+
+    def file_metadata(self, ref: str, path: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/api/v1/datasets/{ref}/file-metadata/{path}")["metadata"])
+
+    def set_file_metadata(self, ref: str, path: str, metadata: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._json("PUT", f"/api/v1/datasets/{ref}/file-metadata/{path}",
+                               json={"metadata": metadata})["metadata"])
+
+    def add_small_file(self, ref: str, local: str | Path, path: str | None = None,
+                       ) -> dict[str, Any]:
+        """Plain multipart upload for small files (no resume)."""
+        local = Path(local)
+        with open(local, "rb") as fh:
+            return dict(self._json("POST", f"/api/v1/datasets/{ref}/files",
+                                   files={"file": (local.name, fh)},
+                                   data={"path": path or local.name}))
+
+    def add_zip(self, ref: str, local: str | Path, prefix: str = "") -> dict[str, Any]:
+        """Unpack a small zip into the dataset (multipart)."""
+        local = Path(local)
+        with open(local, "rb") as fh:
+            return dict(self._json("POST", f"/api/v1/datasets/{ref}/archive",
+                                   files={"file": (local.name, fh, "application/zip")},
+                                   data={"prefix": prefix}))
+
+    # downloads -------------------------------------------------------------------------
+
+    def download(self, ref: str, path: str, output: str | Path, version: int | None = None,
+                 progress: ProgressFn | None = None) -> Path:
+        """Download one file to ``output``, resuming a partial ``output.part`` by Range, and
+        verify its sha256 before the file appears under its final name."""
+        out = Path(output)
+        if out.is_dir():
+            out = out / Path(path).name
+        part = out.with_name(out.name + ".part")
+        params = {"version": version} if version else {}
+        have = part.stat().st_size if part.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        url = f"/api/v1/datasets/{ref}/files/{path}"
+        try:
+            with self.http.stream("GET", url, params=params, headers=headers) as resp:
+                if resp.status_code == 416:  # partial file is stale: start over
+                    part.unlink()
+                    return self.download(ref, path, output, version, progress)
+                if resp.status_code >= 400:
+                    resp.read()
+                    self._check(resp)
+                if resp.status_code != 206:
+                    have = 0
+                total = have + int(resp.headers.get("content-length", "0"))
+                expected = resp.headers.get("x-content-sha256")
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with open(part, "ab" if have else "wb") as fh:
+                    done = have
+                    for chunk in resp.iter_bytes(1 << 20):
+                        fh.write(chunk)
+                        done += len(chunk)
+                        if progress:
+                            progress(done, total)
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(f"Download interrupted: {exc}",
+                                     "Run the same command again to resume.") from exc
+        if expected and sha256_file(part) != expected:
+            part.unlink()
+            raise ValidationFailed("Downloaded file does not match its sha256; removed it.",
+                                   "Download it again.")
+        os.replace(part, out)
+        return out
+
+    def download_version(self, ref: str, version: int, output: str | Path) -> Path:
+        """Download a whole dataset version as a zip."""
+        out = Path(output)
+        try:
+            with self.http.stream("GET", f"/api/v1/datasets/{ref}/versions/{version}/archive",
+                                  ) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    self._check(resp)
+                tmp = out.with_name(out.name + ".part")
+                with open(tmp, "wb") as fh:
+                    for chunk in resp.iter_bytes(1 << 20):
+                        fh.write(chunk)
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(f"Download interrupted: {exc}") from exc
+        os.replace(tmp, out)
+        return out
+
+    # resumable uploads -----------------------------------------------------------------
+
+    def upload(self, local: str | Path, dataset: str, path: str | None = None, *,
+               create_dataset: bool = True, unpack: bool = False,
+               chunk_size: int = DEFAULT_CHUNK, progress: ProgressFn | None = None,
+               hash_progress: ProgressFn | None = None, retries: int = 5) -> dict[str, Any]:
+        """Upload a file by tus, resuming an earlier attempt; returns the upload's status
+        (with the dataset ``version`` it created).
+
+        ``unpack=True`` unpacks a zip into the dataset (``path`` is then the folder).
+        """
+        local = Path(local)
+        st = local.stat()
+        if create_dataset:
+            self.ensure_dataset(dataset)
+        target = path if path is not None else ("" if unpack else local.name)
+        key = json.dumps([self.url, dataset, target, unpack, str(local.resolve()),
+                          st.st_size, st.st_mtime_ns])
+        record = self.resume_store.get(key)
+        upload_url: str | None = None
+        offset = 0
+        if record:
+            upload_url = str(record["url"])
+            try:
+                offset = self._tus_offset(upload_url)
+            except (NotFound, Gone):
+                upload_url = None
+        if upload_url is None:
+            digest = sha256_file(local, hash_progress)
+            meta = {"dataset": dataset, "sha256": digest, "filename": local.name}
+            meta.update({"unpack": "true", "prefix": target} if unpack else {"path": target})
+            resp = self.request("POST", "/api/v1/uploads/", headers={
+                **TUS, "Upload-Length": str(st.st_size),
+                "Upload-Metadata": _encode_metadata(meta)})
+            upload_url = str(httpx.URL(self.url).join(resp.headers["location"]))
+            offset = int(resp.headers.get("upload-offset", "0"))
+            self.resume_store.put(key, {"url": upload_url, "sha256": digest})
+        if progress:
+            progress(offset, st.st_size)
+        failures = 0
+        with open(local, "rb") as fh:
+            while offset < st.st_size or st.st_size == 0:
+                fh.seek(offset)
+                data = fh.read(chunk_size)
+                try:
+                    resp = self.http.patch(upload_url, content=data, headers={
+                        **TUS, "Upload-Offset": str(offset),
+                        "Content-Type": "application/offset+octet-stream"})
+                except httpx.TransportError as exc:
+                    failures += 1
+                    if failures > retries:
+                        raise ServiceUnavailable(
+                            f"Upload interrupted at byte {offset}: {exc}",
+                            "Run the same upload again; it resumes where it stopped.") from exc
+                    time.sleep(min(2.0 ** failures * 0.25, 10))
+                    offset = self._tus_offset(upload_url)
+                    continue
+                if resp.status_code in (409, 423):  # offset moved or another writer: re-sync
+                    failures += 1
+                    if failures > retries:
+                        self._check(resp)
+                    time.sleep(0.2 * failures)
+                    offset = self._tus_offset(upload_url)
+                    continue
+                if resp.status_code >= 400:
+                    if resp.status_code in (410, 460) or resp.status_code == 422:
+                        self.resume_store.drop(key)
+                    self._check(resp)
+                failures = 0
+                offset = int(resp.headers["upload-offset"])
+                if progress:
+                    progress(offset, st.st_size)
+                if st.st_size == 0:
+                    break
+        status = dict(self._json("GET", httpx.URL(upload_url).path))
+        self.resume_store.drop(key)
+        if status.get("state") == "failed":
+            raise ValidationFailed(f"Upload failed on the server: {status.get('error')}")
+        return status
+
+    def _tus_offset(self, upload_url: str) -> int:
+        resp = self.request("HEAD", upload_url, headers=TUS)
+        return int(resp.headers["upload-offset"])
+
+    def upload_status(self, upload_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/api/v1/uploads/{upload_id}"))
+
+
+__all__ = ["Client", "ClowderMLError", "ResumeStore"]
