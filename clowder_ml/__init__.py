@@ -9,7 +9,7 @@ from clowder_ml.errors import ClowderMLError
 if TYPE_CHECKING:
     from clowder_ml.client import Client
 
-__all__ = ["ClowderMLError", "Client", "__version__"]
+__all__ = ["Client", "ClowderMLError", "__version__"]
 __version__ = "0.1.0"
 
 

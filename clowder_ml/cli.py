@@ -101,6 +101,20 @@ def serve(
                 log_level=log_level.lower(), timeout_graceful_shutdown=5)
 
 
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+    data_dir: Annotated[Path, typer.Option(help="Data folder")] = Path("clowder-ml-data"),
+    exit_after: Annotated[bool, typer.Option("--exit", help="Stop after the walk-through")]
+    = False,
+) -> None:
+    """Start on embedded defaults and run the main flow on a generated sample."""
+    from clowder_ml import demo as demo_mod
+
+    _run(lambda: demo_mod.run(host, port, data_dir, keep_serving=not exit_after))
+
+
 # login and tokens ------------------------------------------------------------------------
 
 @app.command()
@@ -180,6 +194,7 @@ def upload(
     """Upload a file (or every file in a folder), resumably: after Ctrl-C or a crash, run
     the same command again and it continues where it stopped."""
     client = _client()
+    items: list[tuple[Path, str | None]]
     if path.is_dir():
         base = dest.strip("/") + "/" if dest else ""
         items = [(f, base + f.relative_to(path).as_posix())
@@ -200,10 +215,13 @@ def upload(
                 bar.update(h, visible=False)
                 bar.update(t, completed=done, total=total, visible=True)
 
+            def send(local: Path = local, target: str | None = target,
+                     on_send: Any = on_send, on_hash: Any = on_hash) -> dict[str, Any]:
+                return dict(client.upload(local, dataset, target, unpack=unzip,
+                                          progress=on_send, hash_progress=on_hash))
+
             try:
-                st = _run(lambda local=local, target=target: client.upload(
-                    local, dataset, target, unpack=unzip, progress=on_send,
-                    hash_progress=on_hash))
+                st = _run(send)
             except KeyboardInterrupt:
                 bar.stop()
                 err_console.print("\nInterrupted. Run the same command again to resume.")

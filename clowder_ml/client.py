@@ -176,7 +176,7 @@ class Client:
     def login(cls, url: str, username: str, password: str, token_name: str = "cli",
               expires_in_days: float | None = None) -> Client:
         """Exchange credentials for a token and return a client that uses it."""
-        anon = cls(url, token="-")
+        anon = cls(url)
         try:
             body: dict[str, Any] = {"username": username, "password": password,
                                     "name": token_name}

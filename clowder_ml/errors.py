@@ -153,9 +153,8 @@ def _all_subclasses(cls: type[ClowderMLError]) -> list[type[ClowderMLError]]:
     return out
 
 
-ERRORS_BY_CODE: dict[str, type[ClowderMLError]] = {
-    c.code: c for c in [ClowderMLError, *_all_subclasses(ClowderMLError)]
-}
+_ALL_ERRORS: list[type[ClowderMLError]] = [ClowderMLError, *_all_subclasses(ClowderMLError)]
+ERRORS_BY_CODE: dict[str, type[ClowderMLError]] = {c.code: c for c in _ALL_ERRORS}
 
 
 def error_from_payload(status: int, payload: Any) -> ClowderMLError:

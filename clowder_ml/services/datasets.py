@@ -284,6 +284,8 @@ def _commit_once(s: Session, ds_id: str, actor_id: int, adds: Mapping[str, BlobI
         existing, missing = set(), set(removes)
     if missing:
         raise NotFound(f"No file {sorted(missing)[0]!r} in dataset {ds.name!r}.")
+    if prev is not None and not removes and adds and _unchanged(s, prev, adds):
+        return prev  # re-uploading identical files makes no new version
     new = DatasetVersion(dataset_id=ds.id, number=ds.latest_version + 1, message=message,
                          created_by=actor_id)
     s.add(new)
@@ -312,6 +314,12 @@ def _commit_once(s: Session, ds_id: str, actor_id: int, adds: Mapping[str, BlobI
     if res.rowcount != 1:  # type: ignore[attr-defined]
         raise IntegrityError("latest_version moved", None, Exception("race"))
     return new
+
+
+def _unchanged(s: Session, prev: DatasetVersion, adds: Mapping[str, BlobInfo]) -> bool:
+    rows = s.execute(select(VersionFile.path, VersionFile.sha256).where(
+        VersionFile.version_id == prev.id, VersionFile.path.in_(list(adds)))).all()
+    return len(rows) == len(adds) and all(adds[p].sha256 == d for p, d in rows)
 
 
 # Metadata ------------------------------------------------------------------------------

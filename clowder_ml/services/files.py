@@ -75,6 +75,9 @@ class _Sink:
     def flush(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
     def take(self) -> bytes:
         out = b"".join(self.parts)
         self.parts.clear()
@@ -87,8 +90,7 @@ def stream_zip(blobs: LocalBlobStore, entries: Iterable[tuple[str, str]]) -> Ite
     Memory stays at one chunk: entries are written with data descriptors, never seeked.
     """
     sink = _Sink()
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED,  # type: ignore[arg-type]
-                         allowZip64=True) as zf:
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for path, digest in entries:
             info = zipfile.ZipInfo(path, date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16

@@ -183,7 +183,7 @@ class LocalBlobStore:
 
     def open(self, sha256: str) -> BinaryIO:
         try:
-            return open(self.path(sha256), "rb")  # noqa: SIM115
+            return open(self.path(sha256), "rb")
         except FileNotFoundError as exc:
             raise NotFound("The file's content is missing from storage.") from exc
 

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Install clowder-ml and its development tools into the current Python (idempotent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
