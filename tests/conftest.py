@@ -60,6 +60,7 @@ class Api:
     client: TestClient
     settings: Settings
     admin_token: str
+    app: Any
     tokens: dict[str, str] = field(default_factory=dict)
 
     def h(self, user: str = "admin") -> dict[str, str]:
@@ -97,7 +98,7 @@ def _make_api(tmp_path: Path, db_url: str | None, **overrides: Any) -> Iterator[
     with TestClient(app) as client:
         r = client.post("/api/v1/auth/token", json={"username": "admin", "password": ADMIN_PW})
         assert r.status_code == 201, r.text
-        yield Api(client, settings, r.json()["token"])
+        yield Api(client, settings, r.json()["token"], app)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

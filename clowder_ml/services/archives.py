@@ -31,9 +31,10 @@ class ZipLimits:
 
 
 def _is_link_or_special(info: zipfile.ZipInfo) -> bool:
-    mode = info.external_attr >> 16
-    return info.create_system == 3 and mode != 0 and not (
-        stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+    # Unix zips keep st_mode in the high 16 bits; a zero file type means "regular" (Python's
+    # own writestr stores bare permission bits).
+    kind = stat.S_IFMT(info.external_attr >> 16)
+    return info.create_system == 3 and kind not in (0, stat.S_IFREG, stat.S_IFDIR)
 
 
 def check_zip(zf: zipfile.ZipFile, limits: ZipLimits, prefix: str = "") -> list[

@@ -65,15 +65,16 @@ def permission_of(s: Session, user: User, ds: Dataset) -> Permission | None:
 
 
 def resolve(s: Session, user: User, ref: str, need: Permission = Permission.READ) -> Dataset:
-    """Find a dataset by id, by the user's own name, by a unique shared name, or 'owner/name'.
+    """Find a dataset by id, the user's own name, a unique shared name, or 'owner:name'
+    ('owner/name' too, where no URL is involved).
 
     Raises ``NotFound`` when it does not exist *or* is not visible to ``user``.
     """
     ds: Dataset | None = None
     if ref.startswith(ID_PREFIX):
         ds = s.get(Dataset, ref)
-    elif "/" in ref:
-        owner_name, _, name = ref.partition("/")
+    elif ":" in ref or "/" in ref:
+        owner_name, _, name = ref.replace("/", ":", 1).partition(":")
         ds = s.scalar(select(Dataset).join(User, User.id == Dataset.owner_id)
                       .where(User.username == owner_name, Dataset.name == name))
     else:
@@ -86,7 +87,7 @@ def resolve(s: Session, user: User, ref: str, need: Permission = Permission.READ
                 ds = shared[0]
             elif len(shared) > 1:
                 raise Conflict(f"Several datasets shared with you are named {ref!r}.",
-                               "Name it as 'owner/name' or by its id.")
+                               "Name it as 'owner:name' or by its id.")
     if ds is None:
         raise _not_found(ref)
     perm = permission_of(s, user, ds)
