@@ -119,6 +119,11 @@ class ResumeStore:
             data.pop(key, None)
 
 
+def _ref(ref: str) -> str:
+    """A dataset reference as one URL segment ('owner/name' becomes 'owner:name')."""
+    return ref.replace("/", ":", 1)
+
+
 def _encode_metadata(meta: dict[str, str]) -> str:
     return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in meta.items())
 
@@ -218,7 +223,7 @@ class Client:
             "name": name, "description": description, "metadata": metadata or {}}))
 
     def get_dataset(self, ref: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/api/v1/datasets/{ref}"))
+        return dict(self._json("GET", f"/api/v1/datasets/{_ref(ref)}"))
 
     def ensure_dataset(self, ref: str) -> dict[str, Any]:
         try:
@@ -236,26 +241,26 @@ class Client:
             body["description"] = description
         if metadata is not None:
             body["metadata"] = metadata
-        return dict(self._json("PATCH", f"/api/v1/datasets/{ref}", json=body))
+        return dict(self._json("PATCH", f"/api/v1/datasets/{_ref(ref)}", json=body))
 
     def delete_dataset(self, ref: str) -> None:
-        self.request("DELETE", f"/api/v1/datasets/{ref}")
+        self.request("DELETE", f"/api/v1/datasets/{_ref(ref)}")
 
     def share(self, ref: str, username: str, permission: str = "read") -> dict[str, Any]:
-        return dict(self._json("PUT", f"/api/v1/datasets/{ref}/shares/{username}",
+        return dict(self._json("PUT", f"/api/v1/datasets/{_ref(ref)}/shares/{username}",
                                json={"permission": permission}))
 
     def unshare(self, ref: str, username: str) -> None:
-        self.request("DELETE", f"/api/v1/datasets/{ref}/shares/{username}")
+        self.request("DELETE", f"/api/v1/datasets/{_ref(ref)}/shares/{username}")
 
     def list_shares(self, ref: str) -> list[dict[str, Any]]:
-        return list(self._json("GET", f"/api/v1/datasets/{ref}/shares"))
+        return list(self._json("GET", f"/api/v1/datasets/{_ref(ref)}/shares"))
 
     def versions(self, ref: str) -> list[dict[str, Any]]:
-        return list(self._json("GET", f"/api/v1/datasets/{ref}/versions"))
+        return list(self._json("GET", f"/api/v1/datasets/{_ref(ref)}/versions"))
 
     def version(self, ref: str, number: int) -> dict[str, Any]:
-        return dict(self._json("GET", f"/api/v1/datasets/{ref}/versions/{number}"))
+        return dict(self._json("GET", f"/api/v1/datasets/{_ref(ref)}/versions/{number}"))
 
     def files(self, ref: str, version: int | None = None, prefix: str | None = None,
               ) -> list[dict[str, Any]]:
@@ -264,29 +269,29 @@ class Client:
             params["version"] = version
         if prefix:
             params["prefix"] = prefix
-        return list(self._json("GET", f"/api/v1/datasets/{ref}/files", params=params))
+        return list(self._json("GET", f"/api/v1/datasets/{_ref(ref)}/files", params=params))
 
     def tree(self, ref: str, path: str = "", version: int | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"path": path}
         if version:
             params["version"] = version
-        return dict(self._json("GET", f"/api/v1/datasets/{ref}/tree", params=params))
+        return dict(self._json("GET", f"/api/v1/datasets/{_ref(ref)}/tree", params=params))
 
     def preview(self, ref: str, path: str, rows: int = 20, version: int | None = None,
                 ) -> dict[str, Any]:
         params: dict[str, Any] = {"rows": rows}
         if version:
             params["version"] = version
-        return dict(self._json("GET", f"/api/v1/datasets/{ref}/preview/{path}", params=params))
+        return dict(self._json("GET", f"/api/v1/datasets/{_ref(ref)}/preview/{path}", params=params))
 
     def delete_file(self, ref: str, path: str) -> dict[str, Any]:
-        return dict(self._json("DELETE", f"/api/v1/datasets/{ref}/files/{path}"))
+        return dict(self._json("DELETE", f"/api/v1/datasets/{_ref(ref)}/files/{path}"))
 
     def file_metadata(self, ref: str, path: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/api/v1/datasets/{ref}/file-metadata/{path}")["metadata"])
+        return dict(self._json("GET", f"/api/v1/datasets/{_ref(ref)}/file-metadata/{path}")["metadata"])
 
     def set_file_metadata(self, ref: str, path: str, metadata: dict[str, Any]) -> dict[str, Any]:
-        return dict(self._json("PUT", f"/api/v1/datasets/{ref}/file-metadata/{path}",
+        return dict(self._json("PUT", f"/api/v1/datasets/{_ref(ref)}/file-metadata/{path}",
                                json={"metadata": metadata})["metadata"])
 
     def add_small_file(self, ref: str, local: str | Path, path: str | None = None,
@@ -294,7 +299,7 @@ class Client:
         """Plain multipart upload for small files (no resume)."""
         local = Path(local)
         with open(local, "rb") as fh:
-            return dict(self._json("POST", f"/api/v1/datasets/{ref}/files",
+            return dict(self._json("POST", f"/api/v1/datasets/{_ref(ref)}/files",
                                    files={"file": (local.name, fh)},
                                    data={"path": path or local.name}))
 
@@ -302,7 +307,7 @@ class Client:
         """Unpack a small zip into the dataset (multipart)."""
         local = Path(local)
         with open(local, "rb") as fh:
-            return dict(self._json("POST", f"/api/v1/datasets/{ref}/archive",
+            return dict(self._json("POST", f"/api/v1/datasets/{_ref(ref)}/archive",
                                    files={"file": (local.name, fh, "application/zip")},
                                    data={"prefix": prefix}))
 
@@ -319,7 +324,7 @@ class Client:
         params = {"version": version} if version else {}
         have = part.stat().st_size if part.exists() else 0
         headers = {"Range": f"bytes={have}-"} if have else {}
-        url = f"/api/v1/datasets/{ref}/files/{path}"
+        url = f"/api/v1/datasets/{_ref(ref)}/files/{path}"
         try:
             with self.http.stream("GET", url, params=params, headers=headers) as resp:
                 if resp.status_code == 416:  # partial file is stale: start over
@@ -354,7 +359,7 @@ class Client:
         """Download a whole dataset version as a zip."""
         out = Path(output)
         try:
-            with self.http.stream("GET", f"/api/v1/datasets/{ref}/versions/{version}/archive",
+            with self.http.stream("GET", f"/api/v1/datasets/{_ref(ref)}/versions/{version}/archive",
                                   ) as resp:
                 if resp.status_code >= 400:
                     resp.read()
