@@ -282,13 +282,15 @@ class Client:
         params: dict[str, Any] = {"rows": rows}
         if version:
             params["version"] = version
-        return dict(self._json("GET", f"/api/v1/datasets/{_ref(ref)}/preview/{path}", params=params))
+        url = f"/api/v1/datasets/{_ref(ref)}/preview/{path}"
+        return dict(self._json("GET", url, params=params))
 
     def delete_file(self, ref: str, path: str) -> dict[str, Any]:
         return dict(self._json("DELETE", f"/api/v1/datasets/{_ref(ref)}/files/{path}"))
 
     def file_metadata(self, ref: str, path: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/api/v1/datasets/{_ref(ref)}/file-metadata/{path}")["metadata"])
+        url = f"/api/v1/datasets/{_ref(ref)}/file-metadata/{path}"
+        return dict(self._json("GET", url)["metadata"])
 
     def set_file_metadata(self, ref: str, path: str, metadata: dict[str, Any]) -> dict[str, Any]:
         return dict(self._json("PUT", f"/api/v1/datasets/{_ref(ref)}/file-metadata/{path}",
