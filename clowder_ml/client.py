@@ -125,7 +125,9 @@ def _ref(ref: str) -> str:
 
 
 def _encode_metadata(meta: dict[str, str]) -> str:
-    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in meta.items())
+    """tus Upload-Metadata; an empty value is sent as the bare key (no trailing space)."""
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" if v else k
+                    for k, v in meta.items())
 
 
 class Client:

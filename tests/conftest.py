@@ -92,8 +92,9 @@ class Api:
 
 
 def _make_api(tmp_path: Path, db_url: str | None, **overrides: Any) -> Iterator[Api]:
-    settings = Settings(data_dir=tmp_path / "data", database_url=db_url,
-                        admin_password=ADMIN_PW, log_json=False, **overrides)
+    overrides.setdefault("data_dir", tmp_path / "data")
+    settings = Settings(database_url=db_url, admin_password=ADMIN_PW, log_json=False,
+                        **overrides)
     app = create_app(settings, announce=False)
     with TestClient(app) as client:
         r = client.post("/api/v1/auth/token", json={"username": "admin", "password": ADMIN_PW})
