@@ -211,9 +211,16 @@ def upload(
             def on_hash(done: int, total: int, t: Any = hashing) -> None:
                 bar.update(t, completed=done, total=total)
 
-            def on_send(done: int, total: int, h: Any = hashing, t: Any = sending) -> None:
-                bar.update(h, visible=False)
-                bar.update(t, completed=done, total=total, visible=True)
+            def on_send(done: int, total: int, h: Any = hashing, t: Any = sending,
+                        label: str = label) -> None:
+                if not bar.tasks[t].visible:
+                    # First report: start the speed clock at the server's offset.
+                    bar.update(h, visible=False)
+                    bar.reset(t, total=total, completed=done, visible=True)
+                    if done:
+                        bar.console.print(f"Resuming {label} at {_size(done)}.")
+                    return
+                bar.update(t, completed=done, total=total)
 
             def send(local: Path = local, target: str | None = target,
                      on_send: Any = on_send, on_hash: Any = on_hash) -> dict[str, Any]:
