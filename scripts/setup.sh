@@ -3,3 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# pyenv only exposes new console scripts (clowder-ml) after a rehash.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
