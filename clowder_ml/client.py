@@ -35,7 +35,8 @@ from clowder_ml.errors import (
 )
 
 TUS = {"Tus-Resumable": "1.0.0"}
-DEFAULT_CHUNK = 32 << 20
+DEFAULT_CHUNK = 64 << 20  # per PATCH; stays under common 100 MB proxy body limits
+SEND_PIECE = 1 << 20  # bytes read from the file per write to the socket
 HASH_CHUNK = 8 << 20
 ProgressFn = Callable[[int, int], None]
 
@@ -418,13 +419,27 @@ class Client:
             progress(offset, st.st_size)
         failures = 0
         with open(local, "rb") as fh:
+
+            def body(start: int, count: int) -> Iterator[bytes]:
+                # The PATCH body streamed from the file: memory stays at one piece however
+                # large the chunk, and the socket is fed while the next piece is read.
+                fh.seek(start)
+                left = count
+                while left > 0:
+                    piece = fh.read(min(SEND_PIECE, left))
+                    if not piece:
+                        raise ValidationFailed(f"{local} got shorter during the upload.",
+                                               "Upload it again once it stops changing.")
+                    left -= len(piece)
+                    yield piece
+
             while offset < st.st_size or st.st_size == 0:
-                fh.seek(offset)
-                data = fh.read(chunk_size)
+                count = min(chunk_size, st.st_size - offset)
                 try:
-                    resp = self.http.patch(upload_url, content=data, headers={
-                        **TUS, "Upload-Offset": str(offset),
-                        "Content-Type": "application/offset+octet-stream"})
+                    resp = self.http.patch(
+                        upload_url, content=body(offset, count) if count else b"", headers={
+                            **TUS, "Upload-Offset": str(offset), "Content-Length": str(count),
+                            "Content-Type": "application/offset+octet-stream"})
                 except httpx.TransportError as exc:
                     failures += 1
                     if failures > retries:

@@ -22,11 +22,14 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
+import queue
 import secrets
 import shutil
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -61,7 +64,9 @@ TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
 CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "md5": hashlib.md5}
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
-WRITE_BATCH = 4 << 20  # bytes gathered before one write+hash in a worker thread
+WRITE_BATCH = 2 << 20  # bytes gathered before they are handed to the writer thread
+WRITE_QUEUE = 2  # batches that may wait for the writer (bounds memory per PATCH)
+IOV_MAX = 1024  # buffers per pwritev call (Linux's limit)
 TRUE_WORDS = {"1", "true", "yes", "on"}
 
 
@@ -129,6 +134,127 @@ class _HashState:
     def __init__(self, offset: int, h: Any) -> None:
         self.offset = offset
         self.h = h
+
+
+def _pwrite_all(fd: int, parts: list[bytes], offset: int) -> None:
+    """Write ``parts`` back to back at ``offset`` (no joining copy), retrying short writes."""
+    views = [memoryview(p) for p in parts]
+    i = 0
+    while i < len(views):
+        n = os.pwritev(fd, views[i:i + IOV_MAX], offset)
+        if n <= 0:
+            raise OSError(errno.EIO, "short write")
+        offset += n
+        while i < len(views) and n >= len(views[i]):
+            n -= len(views[i])
+            i += 1
+        if n:
+            views[i] = views[i][n:]
+
+
+def _drop_cache(fd: int, start: int, length: int) -> None:
+    """Start writing a range of the part file to disk and forget the pages already written.
+
+    Received bytes are not read again while an upload is in progress (the digest is computed
+    as they arrive), so caching them only pushes everything else out of memory and makes
+    every new page a fresh allocation. Dirty pages are merely queued for writeback here (the
+    fsync before acknowledging an offset still decides durability); clean ones are dropped.
+    ``length`` 0 means up to the end of the file. Advice only: errors are ignored.
+    """
+    if hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, start, length, os.POSIX_FADV_DONTNEED)
+
+
+class _PartWriter:
+    """Appends one PATCH's batches to the part file while the request keeps reading the body.
+
+    Two worker threads form a pipeline: the writer writes each batch at the end of the file
+    (and queues it for writeback), then the hasher adds it to the running sha256 (and the
+    checksum extension's digest) and advances ``state.offset``. Only written batches are
+    hashed, so ``state`` always describes a prefix of the file. The first write failure
+    stops the writer (later batches are dropped) and is kept in ``error``; a short write may
+    leave the file longer than ``state.offset``, and the next PATCH then re-hashes it.
+    """
+
+    def __init__(self, fd: int, state: _HashState, chunk_hash: Any) -> None:
+        self.fd = fd
+        self.state = state
+        self.chunk_hash = chunk_hash
+        self.error: BaseException | None = None
+        self._end = state.offset  # where the next batch is written
+        self._kicked = state.offset  # writeback was already started below this offset
+        self._to_write: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=WRITE_QUEUE)
+        self._to_hash: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=WRITE_QUEUE)
+        hasher = threading.Thread(target=self._hash_loop, name="upload-hasher", daemon=True)
+        writer = threading.Thread(target=self._write_loop, name="upload-writer", daemon=True)
+        hasher.start()
+        try:
+            writer.start()
+        except BaseException:
+            self._to_hash.put(None)
+            raise
+        self._threads = [writer, hasher]
+
+    async def put(self, parts: list[bytes]) -> None:
+        """Queue a batch (waiting while the queue is full); raise the writer's error."""
+        if self.error is not None:
+            raise self.error
+        try:
+            self._to_write.put_nowait(parts)
+        except queue.Full:
+            await anyio.to_thread.run_sync(self._to_write.put, parts)
+
+    async def close(self, last: list[bytes]) -> None:
+        """Write and hash ``last`` and everything queued, then stop. Waits even when the
+        request is cancelled: the part file's lock must outlive every write."""
+        with anyio.CancelScope(shield=True):
+            if last:
+                await anyio.to_thread.run_sync(self._to_write.put, last)
+            await anyio.to_thread.run_sync(self._to_write.put, None)
+            for t in self._threads:
+                await anyio.to_thread.run_sync(t.join)
+
+    def _write_loop(self) -> None:
+        try:
+            while (parts := self._to_write.get()) is not None:
+                if self.error is None:
+                    try:
+                        self._write(parts)
+                    except BaseException as exc:
+                        self.error = exc
+                    else:
+                        self._to_hash.put(parts)
+        finally:
+            self._to_hash.put(None)
+
+    def _write(self, parts: list[bytes]) -> None:
+        try:
+            _pwrite_all(self.fd, parts, self._end)
+        except OSError as exc:
+            raise storage_error(exc, "receiving an upload") from exc
+        self._end += sum(len(p) for p in parts)
+        # Queue the new bytes for writeback and drop the earlier ones already on disk.
+        _drop_cache(self.fd, self._kicked, self._end - self._kicked)
+        self._kicked = max(self._kicked, self._end - 2 * WRITE_BATCH)
+
+    def _hash_loop(self) -> None:
+        # Drains the queue even after a failure, so the writer never blocks on it. A failure
+        # mid-batch leaves ``state.offset`` below the file's size: the next PATCH re-hashes.
+        st = self.state
+        failed = False
+        while (parts := self._to_hash.get()) is not None:
+            if failed:
+                continue
+            try:
+                for p in parts:
+                    st.h.update(p)
+                    if self.chunk_hash is not None:
+                        self.chunk_hash.update(p)
+                st.offset += sum(len(p) for p in parts)
+            except BaseException as exc:
+                failed = True
+                self.error = self.error or exc
 
 
 class UploadService:
@@ -318,36 +444,31 @@ class UploadService:
 
     async def _receive(self, fh: BinaryIO, state: _HashState, body: AsyncIterator[bytes],
                        length: int, chunk_hash: Any) -> None:
+        """Read the body and hand it in batches to a writer thread, so receiving, writing and
+        hashing overlap. Returns (or raises) only after every received byte is written."""
+        writer = _PartWriter(fh.fileno(), state, chunk_hash)
         buf: list[bytes] = []
         size = 0
-
-        def flush(parts: list[bytes]) -> None:
-            data = b"".join(parts)
-            try:
-                fh.write(data)
-            except OSError as exc:
-                raise storage_error(exc, "receiving an upload") from exc
-            state.h.update(data)
-            if chunk_hash is not None:
-                chunk_hash.update(data)
-            state.offset += len(data)
-
+        received = state.offset
         try:
             async for chunk in body:
                 if not chunk:
                     continue
-                if state.offset + size + len(chunk) > length:
+                if received + len(chunk) > length:
                     raise PayloadTooLarge(
                         f"The request sends more than the declared Upload-Length ({length}).")
                 buf.append(chunk)
                 size += len(chunk)
+                received += len(chunk)
                 if size >= WRITE_BATCH:
                     parts, buf, size = buf, [], 0
-                    await anyio.to_thread.run_sync(flush, parts)
+                    await writer.put(parts)
         finally:
-            if buf:
-                # Keep whatever arrived even if the client went away mid-request.
-                await anyio.to_thread.run_sync(flush, buf)
+            # Keep whatever arrived even if the client went away mid-request; never return
+            # (and so never release the flock) while the writer may still write.
+            await writer.close(buf)
+        if writer.error is not None:
+            raise writer.error
 
     def _truncate(self, fh: BinaryIO, state: _HashState, to: int, h: Any) -> None:
         fh.flush()
@@ -361,6 +482,7 @@ class UploadService:
             os.fsync(fh.fileno())
         except OSError as exc:
             raise storage_error(exc, "saving an upload") from exc
+        _drop_cache(fh.fileno(), 0, 0)  # all on disk now: free the cached pages
         with self.db.session() as s:
             up = s.get(Upload, upload_id)
             if up is not None:
