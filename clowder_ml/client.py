@@ -441,13 +441,8 @@ class Client:
                             **TUS, "Upload-Offset": str(offset), "Content-Length": str(count),
                             "Content-Type": "application/offset+octet-stream"})
                 except httpx.TransportError as exc:
-                    failures += 1
-                    if failures > retries:
-                        raise ServiceUnavailable(
-                            f"Upload interrupted at byte {offset}: {exc}",
-                            "Run the same upload again; it resumes where it stopped.") from exc
-                    time.sleep(min(2.0 ** failures * 0.25, 10))
-                    offset = self._tus_offset(upload_url)
+                    offset, failures = self._wait_for_offset(upload_url, offset, failures + 1,
+                                                             retries, exc)
                     continue
                 if resp.status_code in (409, 423):  # offset moved or another writer: re-sync
                     failures += 1
@@ -471,6 +466,20 @@ class Client:
         if status.get("state") == "failed":
             raise ValidationFailed(f"Upload failed on the server: {status.get('error')}")
         return status
+
+    def _wait_for_offset(self, upload_url: str, offset: int, failures: int, retries: int,
+                         cause: Exception) -> tuple[int, int]:
+        """After a lost connection, back off until the server answers with its offset (it may
+        be restarting); give up after ``retries`` failed attempts in a row."""
+        while failures <= retries:
+            time.sleep(min(0.25 * 2.0 ** failures, 10.0))
+            try:
+                return self._tus_offset(upload_url), failures
+            except ServiceUnavailable:
+                failures += 1
+        raise ServiceUnavailable(f"Upload interrupted at byte {offset}: {cause}",
+                                 "Run the same upload again; it resumes where it stopped.",
+                                 ) from cause
 
     def _tus_offset(self, upload_url: str) -> int:
         resp = self.request("HEAD", upload_url, headers=TUS)

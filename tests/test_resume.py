@@ -186,3 +186,39 @@ def test_wrong_sha_complete_at_crash_never_reaches_dataset(
     st = httpx.get(server.url + loc, headers=auth).json()
     assert st["state"] == "failed" and "mismatch" in st["error"]
     assert httpx.get(server.url + "/api/v1/datasets/d/files", headers=auth).json() == []
+
+
+def test_sdk_upload_rides_through_a_server_restart(
+        server: ServerProcess, payload: tuple[Path, bytes, str], tmp_path: Path) -> None:
+    """The server is killed between two chunks of a running SDK upload and comes back: the
+    same ``upload`` call resumes by itself from the server's offset."""
+    import threading
+
+    from clowder_ml.client import Client, ResumeStore
+
+    path, _, sha = payload
+    client = Client(server.url, server.token(), resume_store=ResumeStore(tmp_path / "u.json"))
+    reached, killed = threading.Event(), threading.Event()
+    offsets: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        offsets.append(done)
+        if done > 0 and not reached.is_set():
+            reached.set()
+            assert killed.wait(30)
+
+    result: dict[str, object] = {}
+    t = threading.Thread(target=lambda: result.update(client.upload(
+        path, "d", "big.bin", chunk_size=4 << 20, progress=progress)))
+    t.start()
+    assert reached.wait(30)
+    server.kill()
+    killed.set()
+    time.sleep(0.5)  # the client now fails and backs off while the server is down
+    server.start()
+    t.join(60)
+    assert result.get("state") == "completed", result
+    assert offsets[-1] == SIZE and offsets[1] == 4 << 20
+    auth = {"Authorization": f"Bearer {client.token}"}
+    got = httpx.get(server.url + "/api/v1/datasets/d/files/big.bin", headers=auth, timeout=60)
+    assert hashlib.sha256(got.content).hexdigest() == sha
