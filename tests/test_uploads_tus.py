@@ -171,6 +171,19 @@ def test_expired_upload_is_gone_and_collected(sqlite_api: Api) -> None:
     assert api.client.head(loc, headers={**api.h(), **TUS}).status_code == 404
 
 
+def test_deleting_the_dataset_mid_upload_leaves_nothing_behind(sqlite_api: Api) -> None:
+    from clowder_ml.services import maintenance
+
+    api = sqlite_api
+    api.dataset("d")
+    loc = create(api, b"0123456789")
+    patch(api, loc, 0, b"01234")
+    assert api.client.delete("/api/v1/datasets/d", headers=api.h()).status_code == 204
+    assert api.client.head(loc, headers={**api.h(), **TUS}).status_code == 404
+    maintenance.collect(api.app.state.platform, grace_seconds=-1)
+    assert not list(api.settings.uploads_dir.glob("*.part"))
+
+
 def test_body_longer_than_upload_length_is_refused(sqlite_api: Api) -> None:
     api = sqlite_api
     api.dataset("d")

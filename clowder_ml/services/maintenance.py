@@ -12,8 +12,8 @@ if TYPE_CHECKING:
 
 def collect(platform: Platform, grace_seconds: float | None = None) -> tuple[int, int]:
     """Return (uploads expired, blobs removed)."""
-    expired = platform.uploads.expire()
+    grace = platform.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
+    expired = platform.uploads.expire(grace)
     with platform.db.session() as s:
         referenced = datasets.referenced_digests(s)
-    grace = platform.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
     return expired, platform.blobs.collect(referenced, grace)

@@ -551,8 +551,13 @@ class UploadService:
             if fh is not None:
                 fh.close()
 
-    def expire(self) -> int:
-        """Drop unfinished uploads past their expiry; return how many."""
+    def expire(self, orphan_grace_seconds: float | None = None) -> int:
+        """Drop unfinished uploads past their expiry; return how many.
+
+        Also deletes part files that no receiving upload owns any more (their dataset was
+        deleted mid-upload) once they are older than the grace period; the grace protects
+        a part file created a moment before its row is committed.
+        """
         now = utcnow()
         with self.db.session() as s:
             rows = list(s.scalars(select(Upload).where(
@@ -562,6 +567,14 @@ class UploadService:
                     self.part(row.id).unlink()
                 self._hashes.pop(row.id, None)
                 s.delete(row)
+            live = set(s.scalars(select(Upload.id).where(
+                Upload.state == UploadState.RECEIVING.value)))
+        grace = (self.settings.gc_grace_seconds if orphan_grace_seconds is None
+                 else orphan_grace_seconds)
+        for part in self.dir.glob("*.part"):
+            with contextlib.suppress(FileNotFoundError):
+                if part.stem not in live and now.timestamp() - part.stat().st_mtime > grace:
+                    part.unlink()
         return len(rows)
 
     def recover(self) -> int:
