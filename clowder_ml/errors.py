@@ -140,6 +140,16 @@ class ServiceUnavailable(ClowderMLError):
     status = 503
 
 
+class SandboxUnavailable(ServiceUnavailable):
+    """The configured sandbox backend (gVisor ``runsc`` or bubblewrap) is missing or cannot start.
+
+    User code is never run unsandboxed instead.
+    """
+
+    code = "sandbox_unavailable"
+    status = 503
+
+
 class InternalError(ClowderMLError):
     code = "internal_error"
     status = 500

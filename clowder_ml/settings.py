@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,24 @@ class Settings(BaseSettings):
 
     # Blob garbage collection: never touch blobs younger than this (they may be in flight)
     gc_grace_seconds: float = Field(default=3600.0)
+
+    # Sandbox for user code (clowder_ml.sandbox). gVisor is the boundary; bubblewrap is a weaker
+    # backend an operator may choose explicitly. There is never a fallback to no sandbox.
+    sandbox_backend: Literal["gvisor", "bubblewrap"] = Field(
+        default="gvisor", description="gvisor (runsc) or bubblewrap (weaker isolation)"
+    )
+    sandbox_runsc_path: str = Field(default="runsc", description="runsc binary (name or path)")
+    sandbox_runsc_platform: str = Field(default="ptrace", description="runsc --platform")
+    sandbox_bwrap_path: str = Field(default="bwrap", description="bwrap binary (name or path)")
+    sandbox_state_dir: Path | None = Field(
+        default=None, description="runsc --root state folder; a private temp folder if unset"
+    )
+    sandbox_tmp_dir: Path | None = Field(
+        default=None, description="Where per-run bundles and work folders live; temp if unset"
+    )
+    sandbox_python: Path | None = Field(
+        default=None, description="Python used inside the sandbox; this platform's if unset"
+    )
 
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True)
