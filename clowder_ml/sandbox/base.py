@@ -16,12 +16,14 @@ A run, whatever the backend:
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import secrets
 import shutil
 import sys
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from clowder_ml.errors import ValidationFailed
+from clowder_ml.sandbox.cgroups import HostCgroup
 from clowder_ml.sandbox.collect import Collected, collect, safe_relpath
 from clowder_ml.sandbox.host import NOBODY, Observation, mount_work_tmpfs, unmount
 from clowder_ml.sandbox.limits import Limits
@@ -168,6 +171,10 @@ class Sandbox(ABC):
         run_id = f"cml-{secrets.token_hex(8)}"
         bundle = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir=self.tmp_root))
         work = bundle / "work"
+        # Held for the whole run: tells reap_stale (in this or another process) it is live.
+        lock_fd = os.open(bundle / ".lock", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                          0o600)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
         try:
             prepared = self._prepare(run_id, bundle, cmd, full_env, input_dir, files)
             mount_work_tmpfs(work, limits.disk_bytes)
@@ -184,6 +191,7 @@ class Sandbox(ABC):
                 self._cleanup(run_id)
             finally:
                 shutil.rmtree(bundle, ignore_errors=True)
+                os.close(lock_fd)
         return SandboxResult(
             verdict=verdict, exit_code=info.exit_code, signal=info.signal,
             stdout=obs.stdout, stderr=obs.stderr, stdout_truncated=obs.stdout_truncated,
@@ -210,6 +218,41 @@ class Sandbox(ABC):
         return self.run([self.python, f"{CODE}/{file.name}", *args], input_dir=input_dir,
                         env=env, limits=limits, files=staged, collect_into=collect_into,
                         collect_names=collect_names)
+
+    def reap_stale(self, min_age_s: float = 60.0) -> list[str]:
+        """Clean up after runs whose platform process died (SIGKILL, power loss): their
+        processes, cgroups, runtime state, work-folder mounts and bundles. A run is stale when
+        its bundle is older than ``min_age_s`` and nobody holds its lock. Backends call this
+        when they are created. Returns the run ids reaped."""
+        reaped: list[str] = []
+        for bundle in sorted(self.tmp_root.glob("cml-*")):
+            if bundle.is_symlink() or not bundle.is_dir():
+                continue
+            if time.time() - bundle.stat().st_mtime < min_age_s:
+                continue  # may be a run between mkdtemp and taking its lock
+            try:
+                fd: int | None = os.open(bundle / ".lock", os.O_RDWR | os.O_NOFOLLOW
+                                         | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = None
+            try:
+                if fd is not None:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a live run
+                run_id = "-".join(bundle.name.split("-")[:2])
+                cgroup = HostCgroup.existing(run_id)
+                if cgroup is not None:
+                    cgroup.remove()
+                self._cleanup(run_id)
+                unmount(bundle / "work")
+                shutil.rmtree(bundle, ignore_errors=True)
+                reaped.append(run_id)
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        return reaped
 
     # backend hooks --------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ class BwrapSandbox(Sandbox):
         if os.geteuid() != 0:
             raise SandboxUnavailable(
                 "The bubblewrap sandbox needs root here (cgroups and the work-folder mount)")
+        self.reap_stale()
 
     def argv(self, prepared: Prepared, limits: Limits, status_fd: int) -> list[str]:
         """bwrap's command line for one run (without the cgroup prefix)."""

@@ -86,6 +86,14 @@ class HostCgroup:
             ) from exc
         return cls(name, paths)
 
+    @classmethod
+    def existing(cls, name: str) -> HostCgroup | None:
+        """The run cgroup ``name`` if any of its folders still exists (after a crash)."""
+        paths = {c: p / name for c, p in _controller_paths().items()}
+        if not any(p.is_dir() for p in paths.values()):
+            return None
+        return cls(name, paths)
+
     def join_prefix(self) -> list[str]:
         """argv prefix that moves the new process into this cgroup, then execs the rest.
 

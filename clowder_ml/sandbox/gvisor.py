@@ -151,6 +151,7 @@ class RunscSandbox(Sandbox):
         super().__init__(settings)
         self.runsc = find_binary(self.settings.sandbox_runsc_path, "gVisor runsc",
                                  "CLOWDER_ML_SANDBOX_RUNSC_PATH", "apt-get install runsc")
+        self.setpriv = find_binary("setpriv", "setpriv", "PATH", "apt-get install util-linux")
         if os.geteuid() != 0:
             raise SandboxUnavailable(
                 "The gVisor sandbox needs root (runsc, cgroups and the work-folder mount)",
@@ -160,6 +161,7 @@ class RunscSandbox(Sandbox):
         self.state_dir = Path(state).expanduser().resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.state_dir, 0o700)
+        self.reap_stale()
 
     def _flags(self) -> list[str]:
         return ["--root", str(self.state_dir), "--network=none", "--ignore-cgroups",
@@ -233,7 +235,10 @@ class RunscSandbox(Sandbox):
             cgroup = HostCgroup.create(
                 prepared.run_id, memory_limit=limits.memory_bytes + limits.disk_bytes,
                 pids_limit=512 + 16 * limits.processes)
-            argv = [*cgroup.join_prefix(), self.runsc, *self._flags(),
+            # If the platform dies, the kernel kills ``runsc run`` (parent-death signal), and
+            # runsc's attached sandbox dies with it: no user code outlives its supervisor.
+            argv = [*cgroup.join_prefix(), self.setpriv, "--pdeathsig", "KILL", "--",
+                    self.runsc, *self._flags(),
                     "--strace", "--strace-syscalls=clone,fork,vfork",
                     f"--debug-log={fifo}", "--debug-command=boot",
                     "run", "--bundle", str(prepared.bundle), prepared.run_id]

@@ -3,6 +3,10 @@ may run at once."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,3 +56,42 @@ def test_four_sandboxes_at_once(gvisor: RunscSandbox, tmp_path: Path) -> None:
     # They overlapped: four runs of >= 0.5 s each finished in well under their sum.
     assert max(r.usage.wall_s for r in results.values()) < 6
     assert_no_leftovers(gvisor)
+
+
+def test_platform_crash_kills_the_sandbox_and_leftovers_are_reaped(gvisor: RunscSandbox) -> None:
+    env = dict(os.environ, CLOWDER_ML_SANDBOX_TMP_DIR=str(gvisor.tmp_root),
+               CLOWDER_ML_SANDBOX_STATE_DIR=str(gvisor.state_dir))
+    code = ("from clowder_ml.sandbox import get_sandbox, Limits\n"
+            "get_sandbox().run(['/bin/sleep', '1000'], limits=Limits(wall_s=1000))\n")
+    platform = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while not _sandbox_pids(gvisor):
+            assert time.monotonic() < deadline, "the sandbox never started"
+            assert platform.poll() is None, "the platform process ended early"
+            time.sleep(0.05)
+    finally:
+        platform.kill()
+        platform.wait()
+    # The parent-death signal ends runsc run, and runsc's attached sandbox with it.
+    deadline = time.monotonic() + 10
+    while _sandbox_pids(gvisor):
+        assert time.monotonic() < deadline, "the sandbox outlived its platform process"
+        time.sleep(0.05)
+    # What the dead process could not clean up (state, cgroups, mount, bundle) is reaped.
+    assert len(gvisor.reap_stale(min_age_s=0)) == 1
+    assert_no_leftovers(gvisor)
+
+
+def _sandbox_pids(sb: RunscSandbox) -> list[int]:
+    marker = f"--root={sb.state_dir}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if cmdline.startswith(b"runsc-sandbox") and marker in cmdline and state != "Z":
+            found.append(int(pid))
+    return found
