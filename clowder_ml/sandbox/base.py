@@ -135,6 +135,9 @@ class Sandbox(ABC):
         self.tmp_root = root.expanduser().resolve()
         self.tmp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.tmp_root, 0o700)
+        # Every run id starts with this instance's tag, so one instance's runs (cgroups,
+        # runsc containers, bundles) can be told from another's on a shared host.
+        self.run_prefix = f"cml-{secrets.token_hex(3)}"
 
     # public API ----------------------------------------------------------------------
 
@@ -168,7 +171,7 @@ class Sandbox(ABC):
         full_env = self._env(env)
         if input_dir is not None and not Path(input_dir).is_dir():
             raise ValidationFailed(f"Input folder not found: {input_dir}")
-        run_id = f"cml-{secrets.token_hex(8)}"
+        run_id = f"{self.run_prefix}{secrets.token_hex(6)}"
         bundle = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir=self.tmp_root))
         work = bundle / "work"
         # Held for the whole run: tells reap_stale (in this or another process) it is live.

@@ -28,4 +28,4 @@ def assert_no_leftovers(sb: RunscSandbox) -> None:
     assert str(sb.tmp_root) not in mounts
     assert [p.name for p in sb.tmp_root.iterdir() if p.name.startswith("cml-")] == []
     for path in _controller_paths().values():
-        assert [p.name for p in path.iterdir() if p.name.startswith("cml-")] == []
+        assert [p.name for p in path.iterdir() if p.name.startswith(sb.run_prefix)] == []

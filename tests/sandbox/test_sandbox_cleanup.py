@@ -14,6 +14,7 @@ from pathlib import Path
 from sandbox_helpers import assert_no_leftovers
 
 from clowder_ml.sandbox import Limits, SandboxResult, Verdict
+from clowder_ml.sandbox.cgroups import HostCgroup
 from clowder_ml.sandbox.gvisor import RunscSandbox
 
 RunPy = Callable[..., SandboxResult]
@@ -79,7 +80,9 @@ def test_platform_crash_kills_the_sandbox_and_leftovers_are_reaped(gvisor: Runsc
         assert time.monotonic() < deadline, "the sandbox outlived its platform process"
         time.sleep(0.05)
     # What the dead process could not clean up (state, cgroups, mount, bundle) is reaped.
-    assert len(gvisor.reap_stale(min_age_s=0)) == 1
+    reaped = gvisor.reap_stale(min_age_s=0)
+    assert len(reaped) == 1
+    assert HostCgroup.existing(reaped[0]) is None
     assert_no_leftovers(gvisor)
 
 

@@ -149,3 +149,22 @@ def test_runsc_that_cannot_start_is_a_clear_error(sandbox_settings: Settings) ->
 def test_default_backend_is_gvisor_never_a_silent_fallback(sandbox_settings: Settings) -> None:
     assert Settings().sandbox_backend == "gvisor"
     assert isinstance(get_sandbox(sandbox_settings), RunscSandbox)
+
+
+def test_symlinks_in_the_input_do_not_reach_the_host(run_py: RunPy, input_dir: Path,
+                                                      tmp_path: Path) -> None:
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("host secret")
+    os.chmod(secret, 0o644)
+    (input_dir / "absolute").symlink_to(secret)
+    (input_dir / "relative").symlink_to("../host-secret.txt")
+    r = run_py("""
+        for name in ('absolute', 'relative'):
+            try:
+                print(name, open('/data/' + name).read())
+            except OSError as e:
+                print(name, type(e).__name__)
+    """, input_dir=input_dir)
+    assert r.verdict is Verdict.OK, r
+    assert b"host secret" not in r.stdout
+    assert r.stdout == b"absolute FileNotFoundError\nrelative FileNotFoundError\n"
