@@ -14,9 +14,13 @@ Why each setting (all found by experiment on runsc 0.0~20221219, platform ptrace
   :mod:`~clowder_ml.sandbox.cgroups`), so the sentry, gofer and every stub process are in
   it: the memory cap, CPU count and kill-everything all cover the whole sandbox.
 - Memory: the cgroup's hard cap is memory + disk (the tmpfs work folder is RAM and is charged
-  to the sentry that writes it); the supervisor stops the run when memory minus the work
-  folder's bytes passes the memory limit. When the kernel's OOM killer fires first, the
-  sandbox dies without a word: ``oom_kill`` in ``memory.oom_control`` tells us why.
+  to the sentry that writes it); the supervisor stops the run when the charge, less the
+  work folder's bytes and less reclaimable file cache (reading a big input is not memory),
+  passes the memory limit. When the kernel's OOM killer fires first, the sandbox dies
+  without a word: ``oom_kill`` in ``memory.oom_control`` tells us why.
+- Disk: /work is a host tmpfs of exactly ``disk_bytes`` (and one inode per 4 KiB); writes
+  past it fail with ENOSPC inside. The supervisor samples statvfs: no free block or inode
+  means ``disk_limit``.
 - Processes: ``RLIMIT_NPROC`` in ``process.rlimits``. gVisor enforces it itself, exactly,
   with EAGAIN to the program (threads count, as in Linux). The host pids cgroup counts
   gVisor's own threads and stubs too (~7 host tasks per sandbox process plus ~50), and a
@@ -28,6 +32,11 @@ Why each setting (all found by experiment on runsc 0.0~20221219, platform ptrace
 - CPU: gVisor does not enforce ``RLIMIT_CPU`` (a spin loop ran past it). The supervisor
   polls the cgroup's ``cpuacct.usage`` and stops the run at the limit.
 - Open files: ``RLIMIT_NOFILE`` (enforced by gVisor; EMFILE inside).
+- Wall time and output: host clock and capped pipe readers. To stop a run, ``runsc kill``
+  first (then ``runsc run`` removes its own state; ``runsc delete --force`` after a hard
+  kill waits ~1.2 s for a sandbox already gone), then SIGKILL to every process in the cgroup.
+- ``setpriv --pdeathsig KILL`` in front of ``runsc run``: if the platform dies, so does
+  ``runsc run``, and with it the sandbox it started ``--attached``.
 - Exit status: the boot log's ``Exiting with status: N`` is the raw wait status, which tells
   a signal (``os.kill(pid, 9)``) from ``exit(137)``; runsc's own exit code cannot.
 - Start failures: the boot log says ``Process should have started`` once the program runs;

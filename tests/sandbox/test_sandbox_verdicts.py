@@ -49,8 +49,9 @@ def test_timeout(run_py: RunPy) -> None:
 def test_cpu_limit(run_py: RunPy) -> None:
     r = run_py("while True: pass", cpu_s=2, wall_s=30)
     assert r.verdict is Verdict.CPU_LIMIT, r
-    assert 2 <= r.usage.cpu_s < 3.5
-    assert r.usage.wall_s < 10
+    # Sampled every 25 ms; the margin is for a busy host delaying the supervisor.
+    assert 2 <= r.usage.cpu_s < 4.5
+    assert r.usage.wall_s < 15
 
 
 def test_memory_limit_keeps_what_was_written(run_py: RunPy) -> None:
