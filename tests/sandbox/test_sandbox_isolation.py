@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def test_view_user_env_and_network(run_py: RunPy, input_dir: Path,
     assert d["cap_eff"] == d["cap_bnd"] == "0000000000000000"
     assert d["net"] != "open"
     # Only the Python environment's own folder under /root; no home folders, no data folder.
-    assert d["root_home"] == [".pyenv"] or not str(Path(os.sys.prefix)).startswith("/root")
+    assert d["root_home"] == [".pyenv"] or not sys.prefix.startswith("/root")
     assert "home" not in d["root"]
     assert d["etc"] == ["group", "hostname", "hosts", "nsswitch.conf", "passwd"]
     assert d["data"] == ["train.csv"]
