@@ -16,17 +16,24 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from anyio import to_thread
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clowder_ml import __version__
+from clowder_ml.api.deps import reject_nul_path_params
 from clowder_ml.api.middleware import ObservabilityMiddleware
 from clowder_ml.api.platform import Platform
 from clowder_ml.api.routers import auth, datasets, ops, uploads
 from clowder_ml.db import migrate
-from clowder_ml.errors import ERRORS_BY_CODE, ClowderMLError, InternalError, ValidationFailed
+from clowder_ml.errors import (
+    ERRORS_BY_CODE,
+    BadRequest,
+    ClowderMLError,
+    InternalError,
+    ValidationFailed,
+)
 from clowder_ml.services import maintenance, users
 from clowder_ml.settings import Settings
 
@@ -68,10 +75,13 @@ def _error_response(err: ClowderMLError, headers: dict[str, str] | None = None) 
 
 
 def _http_error(status: int) -> type[ClowderMLError]:
+    # The most general class for the status; never the root, whose code "error" says nothing.
+    if status == InternalError.status:
+        return InternalError
     for cls in ERRORS_BY_CODE.values():
-        if cls.status == status:
+        if cls.status == status and cls is not ClowderMLError:
             return cls
-    return InternalError if status >= 500 else ClowderMLError
+    return InternalError if status >= 500 else BadRequest
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -130,7 +140,8 @@ def create_app(settings: Settings | None = None, *, announce: bool = True) -> Fa
             platform.db.dispose()
 
     app = FastAPI(title="clowder-ml", version=__version__, lifespan=lifespan,
-                  description="Fine-tune and run models from a dataset.")
+                  description="Fine-tune and run models from a dataset.",
+                  dependencies=[Depends(reject_nul_path_params)])
     app.state.platform = platform
     install_error_handlers(app)
     for r in (ops.router, auth.router, datasets.router, uploads.router):

@@ -9,11 +9,20 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from clowder_ml.api.platform import Platform
 from clowder_ml.db.models import User
-from clowder_ml.errors import AuthenticationRequired
+from clowder_ml.errors import AuthenticationRequired, ValidationFailed
 from clowder_ml.services import users
 
 SESSION_COOKIE = "clowder_ml_session"
 _bearer = HTTPBearer(auto_error=False, description="API token from POST /api/v1/auth/token")
+
+
+def reject_nul_path_params(request: Request) -> None:
+    """No identifier holds a NUL character (PostgreSQL cannot even compare one): refuse it
+    in any path parameter (e.g. ``%00`` in a dataset ref) before it reaches a query."""
+    for name, value in request.path_params.items():
+        if isinstance(value, str) and "\x00" in value:
+            raise ValidationFailed(f"Path parameter {name!r} contains a NUL (\\x00) character.",
+                                   "Remove control characters from the URL.")
 
 
 def get_platform(request: Request) -> Platform:

@@ -1,13 +1,60 @@
-"""Request and response models. Requests forbid unknown fields; responses are plain data."""
+"""Request and response models. Requests forbid unknown fields; responses are plain data.
+
+Request text and metadata are checked for what the databases cannot store or a response
+cannot carry: lone UTF-16 surrogates (not encodable), NUL characters in text (PostgreSQL
+refuses them; JSON metadata may hold them), and in metadata NaN and Infinity (not JSON) and
+nesting deeper than the response serializer follows.
+"""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from clowder_ml.db.models import Permission
+
+MAX_METADATA_DEPTH = 64
+
+
+def _check_str(value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("strings must be valid Unicode (no lone surrogates)") from None
+
+
+def _storable_text(value: str) -> str:
+    _check_str(value)
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (\\x00) characters")
+    return value
+
+
+def _json_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    """Metadata must be plain JSON: finite numbers, valid strings, bounded nesting."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_METADATA_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_METADATA_DEPTH} levels")
+            if isinstance(item, dict):
+                for k in item:
+                    _check_str(k)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("numbers must be finite (NaN and Infinity are not JSON)")
+        elif isinstance(item, str):
+            _check_str(item)
+    return value
+
+
+Text = Annotated[str, AfterValidator(_storable_text)]
+Metadata = Annotated[dict[str, Any], AfterValidator(_json_metadata)]
 
 
 class Strict(BaseModel):
@@ -21,19 +68,19 @@ class Out(BaseModel):
 # auth and users -------------------------------------------------------------------------
 
 class TokenRequest(Strict):
-    username: str = Field(max_length=64)
+    username: Text = Field(max_length=64)
     password: str = Field(max_length=1024)
-    name: str = Field(default="api", min_length=1, max_length=128)
+    name: Text = Field(default="api", min_length=1, max_length=128)
     expires_in_days: float | None = Field(default=None, gt=0, le=3650)
 
 
 class NewTokenRequest(Strict):
-    name: str = Field(min_length=1, max_length=128)
+    name: Text = Field(min_length=1, max_length=128)
     expires_in_days: float | None = Field(default=None, gt=0, le=3650)
 
 
 class LoginRequest(Strict):
-    username: str = Field(max_length=64)
+    username: Text = Field(max_length=64)
     password: str = Field(max_length=1024)
 
 
@@ -53,7 +100,7 @@ class IssuedToken(BaseModel):
 
 
 class UserCreate(Strict):
-    username: str = Field(max_length=64)
+    username: Text = Field(max_length=64)
     password: str = Field(max_length=1024)
     is_admin: bool = False
 
@@ -68,14 +115,14 @@ class UserOut(Out):
 # datasets ------------------------------------------------------------------------------
 
 class DatasetCreate(Strict):
-    name: str = Field(max_length=128)
-    description: str = Field(default="", max_length=10_000)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    name: Text = Field(max_length=128)
+    description: Text = Field(default="", max_length=10_000)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class DatasetUpdate(Strict):
-    description: str | None = Field(default=None, max_length=10_000)
-    metadata: dict[str, Any] | None = None
+    description: Text | None = Field(default=None, max_length=10_000)
+    metadata: Metadata | None = None
 
 
 class DatasetOut(BaseModel):
@@ -141,7 +188,7 @@ class PreviewOut(BaseModel):
 
 
 class MetadataBody(Strict):
-    metadata: dict[str, Any]
+    metadata: Metadata
 
 
 class UploadOut(BaseModel):

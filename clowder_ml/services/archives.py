@@ -9,6 +9,7 @@ are counted too, so a forged header cannot smuggle a bomb through.
 
 from __future__ import annotations
 
+import lzma
 import stat
 import zipfile
 import zlib
@@ -49,6 +50,9 @@ def check_zip(zf: zipfile.ZipFile, limits: ZipLimits, prefix: str = "") -> list[
     total = 0
     for info in infos:
         name = info.filename
+        if not name:  # only a corrupt archive has one (zipfile's is_dir() fails on it)
+            raise UnsafeArchive("The archive has an entry without a name.",
+                                "Re-create the archive.")
         if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
             raise UnsafeArchive(f"Archive entry {name!r} has an absolute path.",
                                 "Re-create the archive with relative paths.")
@@ -94,7 +98,10 @@ def unpack_zip(source: str | Path | IO[bytes], blobs: LocalBlobStore, limits: Zi
     """
     try:
         zf = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError) as exc:
+    # zipfile reports corrupt central directories not only as BadZipFile: an undecodable
+    # entry name is a UnicodeDecodeError (a ValueError), a bogus "version needed" field a
+    # NotImplementedError.
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
         raise UnsafeArchive("The file is not a valid zip archive.",
                             "Check that the upload finished and the file is a .zip.") from exc
     with zf:
@@ -104,7 +111,11 @@ def unpack_zip(source: str | Path | IO[bytes], blobs: LocalBlobStore, limits: Zi
         for info, path in entries:
             try:
                 result[path] = _unpack_entry(zf, info, blobs, limits, produced)
-            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+            # Corrupt data surfaces as whatever its decompressor raises (bz2: OSError, lzma:
+            # LZMAError), a corrupt local header as ValueError (a negative seek offset, an
+            # undecodable name). Blob-store write errors are already StorageError/StorageFull.
+            except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError,
+                    NotImplementedError, ValueError, OSError) as exc:
                 raise UnsafeArchive(f"Archive entry {info.filename!r} is corrupt or uses an "
                                     f"unsupported compression: {exc}.") from exc
             produced += result[path].size

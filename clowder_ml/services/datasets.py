@@ -41,6 +41,7 @@ from clowder_ml.storage import BlobInfo
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ID_PREFIX = "ds_"
+MAX_VERSION = 2**31 - 1  # version numbers are 32-bit integers in the database
 
 
 def _not_found(ref: str) -> NotFound:

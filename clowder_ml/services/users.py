@@ -125,7 +125,8 @@ def issue_token(s: Session, user: User, name: str, *, kind: TokenKind = TokenKin
     row = ApiToken(
         id=token_id, user_id=user.id, name=name, kind=kind.value,
         secret_hash=hashlib.sha256(secret.encode()).hexdigest(),
-        expires_at=(utcnow() + expires_in) if expires_in else None,
+        # A requested expiry always applies, even one that rounds to zero (expired at once).
+        expires_at=(utcnow() + expires_in) if expires_in is not None else None,
     )
     s.add(row)
     s.flush()

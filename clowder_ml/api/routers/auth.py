@@ -23,7 +23,7 @@ router = APIRouter(prefix="/api/v1", tags=["auth"])
 
 
 def _days(d: float | None) -> timedelta | None:
-    return timedelta(days=d) if d else None
+    return timedelta(days=d) if d is not None else None
 
 
 @router.post("/auth/token", status_code=status.HTTP_201_CREATED, response_model=IssuedToken)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile, status
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
@@ -29,7 +29,9 @@ from clowder_ml.errors import NotFound, PayloadTooLarge, ValidationFailed
 from clowder_ml.services import datasets, files, preview, users
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
-VersionQ = Annotated[int | None, Query(ge=1, description="Version number; latest if omitted")]
+VersionQ = Annotated[int | None, Query(ge=1, le=datasets.MAX_VERSION,
+                                       description="Version number; latest if omitted")]
+VersionP = Annotated[int, Path(ge=1, le=datasets.MAX_VERSION, description="Version number")]
 
 
 def _out(s: Session, user: User, ds: Dataset) -> DatasetOut:
@@ -110,7 +112,7 @@ def list_versions(ref: str, user: UserDep, platform: PlatformDep) -> list[Versio
 
 
 @router.get("/{ref}/versions/{number}", response_model=VersionDetail)
-def get_version(ref: str, number: int, user: UserDep, platform: PlatformDep) -> VersionDetail:
+def get_version(ref: str, number: VersionP, user: UserDep, platform: PlatformDep) -> VersionDetail:
     """A version with its manifest (path -> sha256, size)."""
     with platform.db.session() as s:
         ds = datasets.resolve(s, user, ref)
@@ -122,7 +124,7 @@ def get_version(ref: str, number: int, user: UserDep, platform: PlatformDep) -> 
 
 @router.get("/{ref}/versions/{number}/archive", response_class=StreamingResponse,
             responses={200: {"content": {"application/zip": {}}}})
-def download_version(ref: str, number: int, user: UserDep, platform: PlatformDep,
+def download_version(ref: str, number: VersionP, user: UserDep, platform: PlatformDep,
                      ) -> StreamingResponse:
     """The whole version as a zip, streamed as it is built."""
     with platform.db.session() as s:
