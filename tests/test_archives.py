@@ -125,3 +125,7 @@ def test_duplicate_entries_are_refused(zapi: Api) -> None:
         warnings.simplefilter("ignore")
         data = make_zip([("same.txt", b"1"), ("same.txt", b"2")])
     assert_refused(zapi, data, "twice")
+
+
+def test_empty_archive_is_refused(zapi: Api) -> None:
+    assert_refused(zapi, make_zip([]), "no files")

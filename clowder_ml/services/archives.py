@@ -106,6 +106,9 @@ def unpack_zip(source: str | Path | IO[bytes], blobs: LocalBlobStore, limits: Zi
                             "Check that the upload finished and the file is a .zip.") from exc
     with zf:
         entries = check_zip(zf, limits, prefix)
+        if not entries:
+            raise UnsafeArchive("The archive contains no files.",
+                                "Check that you zipped the right folder.")
         produced = 0
         result: dict[str, BlobInfo] = {}
         for info, path in entries:
