@@ -16,6 +16,8 @@ A run, whatever the backend:
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import fcntl
 import os
 import re
@@ -23,7 +25,9 @@ import secrets
 import shutil
 import sys
 import tempfile
+import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +37,13 @@ from typing import ClassVar
 from clowder_ml.errors import ValidationFailed
 from clowder_ml.sandbox.cgroups import HostCgroup
 from clowder_ml.sandbox.collect import Collected, collect, safe_relpath
-from clowder_ml.sandbox.host import NOBODY, Observation, mount_work_tmpfs, unmount
+from clowder_ml.sandbox.host import (
+    NOBODY,
+    Observation,
+    StreamIO,
+    mount_work_tmpfs,
+    unmount,
+)
 from clowder_ml.sandbox.limits import Limits
 from clowder_ml.sandbox.result import SandboxResult, Usage, Verdict
 from clowder_ml.settings import Settings
@@ -99,6 +109,8 @@ def decide(obs: Observation, info: ExitInfo) -> tuple[Verdict, str]:
     """The verdict for a run: the platform's own stop reason first, then kernel-reported
     limit breaches, then how the program itself ended."""
     lim = "limit"
+    if obs.stopped_for is Verdict.KILLED:
+        return Verdict.KILLED, "Stopped by the platform."
     if obs.stopped_for is Verdict.TIMEOUT:
         return Verdict.TIMEOUT, "Stopped: the wall-time limit was reached."
     if obs.stopped_for is Verdict.CPU_LIMIT:
@@ -169,8 +181,33 @@ class Sandbox(ABC):
         limits = limits or Limits()
         cmd = _check_command(command)
         full_env = self._env(env)
-        if input_dir is not None and not Path(input_dir).is_dir():
-            raise ValidationFailed(f"Input folder not found: {input_dir}")
+        _check_input_dir(input_dir)
+        return self._run_flow(cmd, full_env, input_dir, limits, files, collect_into,
+                              collect_names, None)
+
+    def start(self, command: Sequence[str], *, input_dir: Path | None = None,
+              env: Mapping[str, str] | None = None, limits: Limits | None = None,
+              files: Mapping[str, bytes | Path] | None = None) -> SandboxProcess:
+        """Start ``command`` in a fresh sandbox and return at once, with the program's stdin
+        and stdout connected to the host (:class:`SandboxProcess`).
+
+        The same flow, limits, verdicts and cleanup as :meth:`run` (it runs in a background
+        thread), except that stdout is the caller's to read (not captured, not capped by
+        ``output_bytes``; stderr still is). The caller must end it: read stdout to EOF and
+        :meth:`SandboxProcess.wait`, or :meth:`SandboxProcess.close` (stops it if still
+        running). Live processes are also stopped at interpreter exit.
+        """
+        limits = limits or Limits()
+        cmd = _check_command(command)
+        full_env = self._env(env)
+        _check_input_dir(input_dir)
+        return SandboxProcess(self, cmd, full_env, input_dir, limits, files)
+
+    def _run_flow(self, cmd: list[str], full_env: dict[str, str], input_dir: Path | None,
+                  limits: Limits, files: Mapping[str, bytes | Path] | None,
+                  collect_into: Path | None, collect_names: Sequence[str] | None,
+                  stream: StreamIO | None) -> SandboxResult:
+        """The one run flow (module docstring), for :meth:`run` and :meth:`start` alike."""
         run_id = f"{self.run_prefix}{secrets.token_hex(6)}"
         bundle = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir=self.tmp_root))
         work = bundle / "work"
@@ -182,7 +219,7 @@ class Sandbox(ABC):
             prepared = self._prepare(run_id, bundle, cmd, full_env, input_dir, files)
             mount_work_tmpfs(work, limits.disk_bytes)
             try:
-                obs, info = self._execute(prepared, limits)
+                obs, info = self._execute(prepared, limits, stream)
                 verdict, detail = decide(obs, info)
                 gathered = Collected()
                 if collect_into is not None:
@@ -260,9 +297,12 @@ class Sandbox(ABC):
     # backend hooks --------------------------------------------------------------------
 
     @abstractmethod
-    def _execute(self, prepared: Prepared, limits: Limits) -> tuple[Observation, ExitInfo]:
+    def _execute(self, prepared: Prepared, limits: Limits,
+                 stream: StreamIO | None = None) -> tuple[Observation, ExitInfo]:
         """Run the prepared sandbox to its end (or stop it) and report what happened.
-        Must leave no process of the run alive when it returns or raises."""
+        With ``stream``, the program's stdin/stdout are its pipes (passed on to
+        :func:`~clowder_ml.sandbox.host.supervise`). Must leave no process of the run alive
+        when it returns or raises."""
 
     @abstractmethod
     def _cleanup(self, run_id: str) -> None:
@@ -346,6 +386,111 @@ class Sandbox(ABC):
             mounts.append(Mount(Path(input_dir).resolve(), DATA))
         mounts.append(Mount(work, WORK, writable=True))
         return prepared
+
+
+def _check_input_dir(input_dir: Path | None) -> None:
+    if input_dir is not None and not Path(input_dir).is_dir():
+        raise ValidationFailed(f"Input folder not found: {input_dir}")
+
+
+class SandboxProcess:
+    """A sandbox started by :meth:`Sandbox.start`, running while the host talks to it.
+
+    ``stdin`` and ``stdout`` are unbuffered binary pipes to the program's fd 0 and fd 1.
+    Closing ``stdin`` gives the program EOF. :meth:`wait` returns the same
+    :class:`SandboxResult` as :meth:`Sandbox.run` (``stdout`` empty: it was the caller's),
+    once the run ended and everything was cleaned up. :meth:`stop` asks for an early end with
+    a verdict; :meth:`close` stops (if needed), waits and closes the pipes; a context manager
+    does the same. Whatever happens, the run's flow ``finally`` cleans everything up, and a
+    process still live at interpreter exit is stopped then.
+    """
+
+    def __init__(self, sandbox: Sandbox, cmd: list[str], env: dict[str, str],
+                 input_dir: Path | None, limits: Limits,
+                 files: Mapping[str, bytes | Path] | None) -> None:
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        self.stream = StreamIO(stdin=in_r, stdout=out_w)
+        self.stdin = os.fdopen(in_w, "wb", buffering=0)
+        self.stdout = os.fdopen(out_r, "rb", buffering=0)
+        self.limits = limits
+        self._result: SandboxResult | None = None
+        self._error: BaseException | None = None
+
+        def body() -> None:
+            try:
+                self._result = sandbox._run_flow(cmd, env, input_dir, limits, files, None,
+                                                 None, self.stream)
+            except BaseException as exc:  # handed to wait()
+                self._error = exc
+            finally:
+                self.stream.release()  # a run that failed before starting: host sees EOF
+                _LIVE.discard(self)
+
+        # Daemon, so an idle sandbox never holds up interpreter exit; the atexit hook below
+        # stops and joins live ones first, so the daemon flag never skips a cleanup.
+        self._thread = threading.Thread(target=body, daemon=True, name="sandbox-run")
+        _LIVE.add(self)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """The run has not finished (it may be starting, running, or cleaning up)."""
+        return self._thread.is_alive()
+
+    def stop(self, verdict: Verdict = Verdict.KILLED) -> None:
+        """Ask the supervisor to stop the run now with ``verdict`` (within ~25 ms)."""
+        self.stream.stop(verdict)
+
+    def wait(self, timeout: float | None = None) -> SandboxResult:
+        """Wait for the run to end and be cleaned up; its result. Raises what the run raised
+        (e.g. SandboxUnavailable) or TimeoutError if still running after ``timeout``."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError("The sandbox is still running")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None  # set whenever no error was
+        return self._result
+
+    def close(self) -> SandboxResult | None:
+        """Stop the run if it is still going, wait for cleanup and close the pipes. Returns
+        the result, or None when the run failed to start."""
+        for f in (self.stdin, self.stdout):
+            with contextlib.suppress(OSError):
+                f.close()
+        if self.alive:
+            self.stop()
+        try:
+            return self.wait()
+        except Exception:
+            return None
+
+    def __enter__(self) -> SandboxProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_LIVE: weakref.WeakSet[SandboxProcess] = weakref.WeakSet()
+
+
+def wait_for_live_processes(timeout: float = 30.0) -> None:
+    """Wait until every run started by :meth:`Sandbox.start` in this interpreter has ended
+    and been cleaned up (or ``timeout`` passed). For tests and orderly shutdown."""
+    deadline = time.monotonic() + timeout
+    for proc in list(_LIVE):
+        proc._thread.join(max(0.0, deadline - time.monotonic()))
+
+
+@atexit.register
+def _stop_live_processes() -> None:
+    live = list(_LIVE)
+    for proc in live:
+        proc.stop()
+    for proc in live:
+        proc._thread.join(timeout=30)
 
 
 def _check_command(command: Sequence[str]) -> list[str]:

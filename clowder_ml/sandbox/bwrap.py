@@ -24,7 +24,7 @@ from clowder_ml.errors import SandboxUnavailable
 from clowder_ml.sandbox.base import SANDBOX_TMP, WORK, ExitInfo, Prepared, Sandbox
 from clowder_ml.sandbox.cgroups import HostCgroup
 from clowder_ml.sandbox.gvisor import find_binary
-from clowder_ml.sandbox.host import NOBODY, Observation, supervise
+from clowder_ml.sandbox.host import NOBODY, Observation, StreamIO, supervise
 from clowder_ml.sandbox.limits import Limits
 from clowder_ml.sandbox.result import BUBBLEWRAP_WEAKER
 from clowder_ml.settings import Settings
@@ -79,7 +79,8 @@ class BwrapSandbox(Sandbox):
                  *prepared.command]
         return args
 
-    def _execute(self, prepared: Prepared, limits: Limits) -> tuple[Observation, ExitInfo]:
+    def _execute(self, prepared: Prepared, limits: Limits,
+                 stream: StreamIO | None = None) -> tuple[Observation, ExitInfo]:
         status_r, status_w = os.pipe()
         cgroup: HostCgroup | None = None
         try:
@@ -87,7 +88,7 @@ class BwrapSandbox(Sandbox):
                 prepared.run_id, memory_limit=limits.memory_bytes + limits.disk_bytes,
                 pids_limit=limits.processes + _BWRAP_TASKS)
             argv = [*cgroup.join_prefix(), *self.argv(prepared, limits, status_w)]
-            obs = _supervise_passing(argv, cgroup, prepared.work, limits, status_w)
+            obs = _supervise_passing(argv, cgroup, prepared.work, limits, status_w, stream)
         finally:
             os.close(status_w)
             try:
@@ -126,10 +127,11 @@ class BwrapSandbox(Sandbox):
 
 
 def _supervise_passing(argv: list[str], cgroup: HostCgroup, work: Path, limits: Limits,
-                       fd: int) -> Observation:
+                       fd: int, stream: StreamIO | None) -> Observation:
     # supervise() closes every other descriptor in the child; bwrap needs its status pipe.
     # No polite stop: killing the cgroup ends bwrap and the program, and leaves no state.
-    return supervise(argv, cgroup, work, limits, None, env=_HOST_ENV, pass_fds=(fd,))
+    return supervise(argv, cgroup, work, limits, None, env=_HOST_ENV, pass_fds=(fd,),
+                     stream=stream)
 
 
 def _read_all(fd: int) -> bytes:

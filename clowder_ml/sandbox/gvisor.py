@@ -60,7 +60,7 @@ from typing import Any
 from clowder_ml.errors import SandboxUnavailable
 from clowder_ml.sandbox.base import SANDBOX_TMP, WORK, ExitInfo, Prepared, Sandbox
 from clowder_ml.sandbox.cgroups import HostCgroup
-from clowder_ml.sandbox.host import NOBODY, Observation, supervise
+from clowder_ml.sandbox.host import NOBODY, Observation, StreamIO, supervise
 from clowder_ml.sandbox.limits import Limits
 from clowder_ml.sandbox.result import GVISOR
 from clowder_ml.settings import Settings
@@ -233,7 +233,8 @@ class RunscSandbox(Sandbox):
         config.write_text(json.dumps(self.spec(prepared, limits), indent=1))
         os.chmod(config, 0o600)
 
-    def _execute(self, prepared: Prepared, limits: Limits) -> tuple[Observation, ExitInfo]:
+    def _execute(self, prepared: Prepared, limits: Limits,
+                 stream: StreamIO | None = None) -> tuple[Observation, ExitInfo]:
         self._write_bundle(prepared, limits)
         fifo = prepared.bundle / "boot.log.fifo"
         os.mkfifo(fifo, 0o600)
@@ -252,7 +253,8 @@ class RunscSandbox(Sandbox):
                     f"--debug-log={fifo}", "--debug-command=boot",
                     "run", "--bundle", str(prepared.bundle), prepared.run_id]
             obs = supervise(argv, cgroup, prepared.work, limits,
-                            lambda: self._kill(prepared.run_id), env=_HOST_ENV)
+                            lambda: self._kill(prepared.run_id), env=_HOST_ENV,
+                            stream=stream)
         finally:
             try:
                 if cgroup is not None:

@@ -116,6 +116,41 @@ class CappedReader(threading.Thread):
                 os.close(self.fd)
 
 
+class StreamIO:
+    """The child-side pipe ends of a streaming run (see :meth:`Sandbox.start`) and the
+    host's request to stop it.
+
+    ``stdin``/``stdout`` are the descriptors the sandboxed program gets as fd 0 and fd 1; the
+    host keeps the other ends. They are closed by :meth:`release` as soon as the program has
+    them (or the run failed before starting), so the host sees EOF when the program ends.
+    ``stop(verdict)`` asks the supervisor to stop the run with that verdict (e.g. the host's
+    own per-request deadline is a ``timeout``); it is safe from any thread, any time.
+    """
+
+    def __init__(self, stdin: int, stdout: int) -> None:
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stop_for: Verdict | None = None
+        self.stop_requested = threading.Event()
+        self._lock = threading.Lock()
+        self._released = False
+
+    def stop(self, verdict: Verdict = Verdict.KILLED) -> None:
+        if not self.stop_requested.is_set():
+            self.stop_for = verdict
+            self.stop_requested.set()
+
+    def release(self) -> None:
+        """Close the child-side ends (idempotent)."""
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        for fd in (self.stdin, self.stdout):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 @dataclass
 class Observation:
     """Everything the host saw about one run, before a verdict is decided."""
@@ -137,29 +172,43 @@ class Observation:
 
 def supervise(argv: Sequence[str], cgroup: HostCgroup, work: Path, limits: Limits,
               stop: Callable[[], None] | None, *, env: dict[str, str],
-              pass_fds: Sequence[int] = ()) -> Observation:
+              pass_fds: Sequence[int] = (), stream: StreamIO | None = None) -> Observation:
     """Start ``argv`` (already prefixed to join ``cgroup``) and watch it until it ends.
 
     Stops it (via ``stop`` if given, then by killing the whole cgroup) at the first of: wall time,
     CPU time, memory above ``limits.memory_bytes`` (the work folder's bytes, which are RAM,
-    are not counted as memory), or output over the cap. Returns what was observed.
+    are not counted as memory), output over the cap, or ``stream.stop()``. Returns what was
+    observed.
+
+    With ``stream``, the program's stdin/stdout are the stream's pipes (the host talks to it
+    while it runs; stdout is then the host's to read, not captured or capped here, and the
+    observation's ``stdout`` is empty). stderr is always captured and capped.
     """
-    out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     overflow = threading.Event()
-    readers = [CappedReader(out_r, limits.output_bytes, overflow.set),
-               CappedReader(err_r, limits.output_bytes, overflow.set)]
+    readers = [CappedReader(err_r, limits.output_bytes, overflow.set)]
+    if stream is None:
+        out_r, out_w = os.pipe()
+        readers.insert(0, CappedReader(out_r, limits.output_bytes, overflow.set))
+        stdin_fd: int = subprocess.DEVNULL
+    else:
+        out_r, out_w = -1, stream.stdout
+        stdin_fd = stream.stdin
     started = time.monotonic()
     try:
         proc = subprocess.Popen(  # noqa: S603 - argv is built by the platform, not the user
-            list(argv), stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
+            list(argv), stdin=stdin_fd, stdout=out_w, stderr=err_w, env=env,
             close_fds=True, pass_fds=tuple(pass_fds), start_new_session=True,
         )
     except OSError as exc:
-        for fd in (out_r, out_w, err_r, err_w):
+        for fd in (out_r, err_r, err_w) if stream else (out_r, out_w, err_r, err_w):
             os.close(fd)
         raise SandboxUnavailable(f"Cannot start the sandbox: {exc}") from exc
-    os.close(out_w)
+    finally:
+        if stream is not None:
+            stream.release()  # the child has its copies (or never will)
+    if stream is None:
+        os.close(out_w)
     os.close(err_w)
     for r in readers:
         r.start()
@@ -184,7 +233,9 @@ def supervise(argv: Sequence[str], cgroup: HostCgroup, work: Path, limits: Limit
             memory = max(0, cgroup.memory_in_use() - used)
             peak_sample = max(peak_sample, memory)
             samples += 1
-            if overflow.is_set():
+            if stream is not None and stream.stop_requested.is_set():
+                stopped_for = stream.stop_for or Verdict.KILLED
+            elif overflow.is_set():
                 stopped_for = Verdict.OUTPUT_LIMIT
             elif time.monotonic() >= deadline:
                 stopped_for = Verdict.TIMEOUT
@@ -218,10 +269,12 @@ def supervise(argv: Sequence[str], cgroup: HostCgroup, work: Path, limits: Limit
     peak = peak_sample
     if oom_kills or not samples:
         peak = max(peak, cgroup.memory_peak() - max_disk)
+    out = readers[0] if stream is None else None
+    err = readers[-1]
     return Observation(
         returncode=proc.returncode, stopped_for=stopped_for,
-        stdout=bytes(readers[0].buf), stderr=bytes(readers[1].buf),
-        stdout_truncated=readers[0].truncated, stderr_truncated=readers[1].truncated,
+        stdout=bytes(out.buf) if out else b"", stderr=bytes(err.buf),
+        stdout_truncated=out.truncated if out else False, stderr_truncated=err.truncated,
         wall_s=wall_s, cpu_s=cgroup.cpu_seconds(), peak_memory=peak, max_disk=max_disk,
         disk_full=disk_full, oom_kills=oom_kills, pids_refused=cgroup.pids_refused(),
     )

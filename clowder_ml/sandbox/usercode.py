@@ -1,0 +1,406 @@
+"""Running user-written Python for the platform: evaluating a ``config.py`` and applying a
+user function (e.g. ``preprocess(example) -> example``) to a stream of records.
+
+Both run the user's code only inside a sandbox, through the agent
+(:mod:`clowder_ml.sandbox.agent`); values cross back as JSON text only and are parsed with
+``json.loads`` on the host. Nothing user-written is ever ``eval``-ed or imported here.
+
+- :func:`evaluate_config` -> the ``CONFIG`` dict, validated by a pydantic schema if given.
+- :func:`apply` -> an iterator of results, one per input record, in order, streamed: the
+  host writes records from a thread while the caller consumes results, and the pipes give
+  backpressure, so only a bounded window is ever in memory on either side.
+
+Errors are :class:`UserCodeError` subclasses (user code failed, with the user's own line
+number and traceback), :class:`UserCodeLimit` (the sandbox hit a limit: timeout, memory...),
+or :class:`~clowder_ml.errors.ValidationFailed` (the schema rejected the config).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import struct
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from clowder_ml.errors import ClowderMLError, ValidationFailed
+from clowder_ml.sandbox.base import CODE, Sandbox, SandboxProcess
+from clowder_ml.sandbox.limits import Limits, MiB
+from clowder_ml.sandbox.result import SandboxResult, Verdict
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from clowder_ml.sandbox.pool import WarmPool
+
+AGENT_FILE = Path(__file__).with_name("agent.py")
+AGENT_NAME = "clowder_agent.py"
+_LEN = struct.Struct(">I")
+
+#: Limits for one config evaluation: a config is small and quick.
+CONFIG_LIMITS = Limits(wall_s=30.0, cpu_s=10.0, memory_bytes=256 * MiB, processes=16,
+                       output_bytes=64 * 1024, disk_bytes=16 * MiB)
+#: The default answer cap for a config, as JSON text.
+CONFIG_MAX_BYTES = 1 * MiB
+
+
+class UserCodeError(ClowderMLError):
+    """The user's code failed. ``line`` is the line in the user's file (None when unknown),
+    ``traceback`` the user's frames only."""
+
+    code: ClassVar[str] = "user_code_error"
+    status: ClassVar[int] = 422
+
+    def __init__(self, message: str, hint: str | None = None, *, line: int | None = None,
+                 traceback: str = "") -> None:
+        super().__init__(message, hint)
+        self.line = line
+        self.traceback = traceback
+
+
+class ConfigMissing(UserCodeError):
+    """``config.py`` defines no ``CONFIG``."""
+
+    code: ClassVar[str] = "config_missing"
+
+
+class ConfigNotJSON(UserCodeError):
+    """``CONFIG`` is not a dict of JSON values, or its JSON is over the size cap."""
+
+    code: ClassVar[str] = "config_not_json"
+
+
+class RowError(UserCodeError):
+    """The user's function failed on record ``row`` (0-based)."""
+
+    code: ClassVar[str] = "row_error"
+
+    def __init__(self, message: str, *, row: int, line: int | None = None,
+                 traceback: str = "") -> None:
+        super().__init__(message, line=line, traceback=traceback)
+        self.row = row
+
+
+class UserCodeLimit(UserCodeError):
+    """The sandbox ended the user's code: a limit (``verdict``: timeout, memory_limit...),
+    or the program died. ``result`` holds the full sandbox result when there is one."""
+
+    code: ClassVar[str] = "user_code_limit"
+
+    def __init__(self, message: str, *, verdict: Verdict,
+                 result: SandboxResult | None = None) -> None:
+        super().__init__(message)
+        self.verdict = verdict
+        self.result = result
+
+
+@dataclass(frozen=True)
+class RowFailure:
+    """In :func:`apply` with ``on_error="record"``: stands in for the result of a record
+    whose function call failed."""
+
+    row: int
+    message: str
+    line: int | None
+    traceback: str
+
+
+def agent_command(sandbox: Sandbox) -> list[str]:
+    """The agent's argv inside the sandbox (``-I``: no user site, no env-driven imports)."""
+    return [sandbox.python, "-I", f"{CODE}/{AGENT_NAME}"]
+
+
+class Agent:
+    """A sandbox running the agent. ``greeted``: its hello frame was read (it is up and
+    blocked reading its one request)."""
+
+    def __init__(self, proc: SandboxProcess) -> None:
+        self.proc = proc
+        self.greeted = False
+
+    def await_hello(self, deadline: float) -> bool:
+        """Read the agent's hello frame unless already read; False on EOF or deadline."""
+        if self.greeted:
+            return True
+        head = _read_exact(self.proc, _LEN.size, deadline)
+        if head is None:
+            return False
+        body = _read_exact(self.proc, _LEN.unpack(head)[0], deadline) \
+            if _LEN.unpack(head)[0] < 64 else None
+        self.greeted = body is not None
+        return self.greeted
+
+
+def start_agent(sandbox: Sandbox, limits: Limits) -> Agent:
+    """A fresh sandbox starting the agent (which then waits for its request)."""
+    return Agent(sandbox.start(agent_command(sandbox), limits=limits,
+                               files={AGENT_NAME: AGENT_FILE}))
+
+
+def _default_sandbox() -> Sandbox:
+    from clowder_ml.sandbox import get_sandbox
+
+    return get_sandbox()
+
+
+def _send_frame(proc: SandboxProcess, doc: dict[str, Any]) -> None:
+    data = json.dumps(doc).encode()
+    _write_all(proc, _LEN.pack(len(data)) + data)
+
+
+def _write_all(proc: SandboxProcess, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = proc.stdin.write(view)
+        view = view[n or 0:]
+
+
+def _read_exact(proc: SandboxProcess, size: int, deadline: float) -> bytes | None:
+    """``size`` bytes from the agent, None at EOF or when ``deadline`` passes."""
+    fd = proc.stdout.fileno()
+    buf = bytearray()
+    while len(buf) < size:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, size - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def _limit_error(proc: SandboxProcess, what: str) -> UserCodeLimit:
+    """Why the sandbox ended without an answer, from its verdict and stderr."""
+    try:
+        result = proc.wait(timeout=30)
+    except TimeoutError:
+        proc.stop()
+        result = proc.wait()
+    stderr = result.stderr.decode("utf-8", "replace").strip()[-1500:]
+    detail = f"{result.detail}" + (f"\n{stderr}" if stderr else "")
+    verdict = result.verdict if result.verdict is not Verdict.OK else Verdict.ERROR
+    return UserCodeLimit(f"{what} ended without an answer ({verdict.value}): {detail}",
+                         verdict=verdict, result=result)
+
+
+def _schema_error(exc: Any, schema: type[BaseModel]) -> ValidationFailed:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "(root)"
+        lines.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return ValidationFailed(f"CONFIG does not match {schema.__name__}: " + "; ".join(lines),
+                            "Fix these fields in config.py")
+
+
+def evaluate_config(code: str, schema: type[BaseModel] | None = None, *,
+                    pool: WarmPool | None = None, sandbox: Sandbox | None = None,
+                    limits: Limits | None = None, timeout_s: float = 10.0,
+                    max_bytes: int = CONFIG_MAX_BYTES,
+                    filename: str = "config.py") -> dict[str, Any]:
+    """Run a user's ``config.py`` source in a single-use sandbox and return its ``CONFIG``.
+
+    ``CONFIG`` may be a dict or a callable returning one; it crosses back as JSON text of at
+    most ``max_bytes`` and, when ``schema`` is given, is validated by it (the returned dict
+    is then ``schema.model_validate(value).model_dump(mode="json")``).
+
+    The sandbox comes from ``pool`` (warm, instant) or is started cold on ``sandbox`` (the
+    configured backend by default) with ``limits`` (:data:`CONFIG_LIMITS`). ``timeout_s`` is
+    the host's deadline for the answer, counted from the request (a pooled sandbox's idle
+    time does not count).
+
+    Raises :class:`UserCodeError` (exception in user code, with ``line``),
+    :class:`ConfigMissing`, :class:`ConfigNotJSON`, :class:`UserCodeLimit` (timeout,
+    memory...), :class:`~clowder_ml.errors.ValidationFailed` (schema), or
+    :class:`~clowder_ml.errors.SandboxUnavailable`.
+    """
+    if pool is not None:
+        agent = pool.take()
+    else:
+        agent = start_agent(sandbox or _default_sandbox(), limits or CONFIG_LIMITS)
+    proc = agent.proc
+    try:
+        deadline = time.monotonic() + timeout_s
+        try:
+            # Sent before the hello is read: a cold start overlaps with the pipe transfer.
+            _send_frame(proc, {"op": "config", "code": code, "filename": filename,
+                               "max_bytes": max_bytes})
+        except OSError:
+            raise _limit_error(proc, "The config sandbox") from None
+        # A cold sandbox's boot counts against the request deadline too, with a floor so
+        # a short timeout_s still lets the sandbox start.
+        if not agent.await_hello(max(deadline, time.monotonic() + 10.0)):
+            proc.stop()
+            raise _limit_error(proc, "The config sandbox")
+        head = _read_exact(proc, _LEN.size, deadline)
+        size = _LEN.unpack(head)[0] if head is not None else -1
+        # The agent's answer holds at most max_bytes of JSON plus a short envelope; anything
+        # bigger is not from an honest agent and is not read.
+        body = (_read_exact(proc, size, deadline)
+                if 0 <= size <= 2 * max_bytes + 65536 else None)
+        if body is None:
+            if time.monotonic() >= deadline:
+                proc.stop(Verdict.TIMEOUT)
+                raise UserCodeLimit(f"config.py did not finish within {timeout_s:g} s",
+                                    verdict=Verdict.TIMEOUT)
+            proc.stop()
+            raise _limit_error(proc, "The config sandbox")
+    finally:
+        # The answer is in; the agent exits by itself and the run cleans up in its thread,
+        # so the caller does not wait for the teardown.
+        for f in (proc.stdin, proc.stdout):
+            with contextlib.suppress(OSError):
+                f.close()
+    answer = json.loads(body)
+    if not answer.get("ok"):
+        kind = answer.get("kind")
+        cls = {"missing": ConfigMissing, "not_json": ConfigNotJSON,
+               "too_large": ConfigNotJSON, "not_dict": ConfigNotJSON}.get(kind, UserCodeError)
+        message = str(answer.get("message", "config.py failed"))
+        line = answer.get("line")
+        if line is not None:
+            message = f"{filename}, line {line}: {message}"
+        raise cls(message, line=line, traceback=str(answer.get("traceback", "")))
+    value: dict[str, Any] = json.loads(answer["json"])
+    if schema is None:
+        return value
+    from pydantic import ValidationError
+
+    try:
+        return schema.model_validate(value).model_dump(mode="json")
+    except ValidationError as exc:
+        raise _schema_error(exc, schema) from None
+
+
+def apply(code: str, function_name: str, records: Iterable[Any], *,
+          sandbox: Sandbox | None = None, limits: Limits | None = None,
+          on_error: Literal["raise", "record"] = "raise", raw: bool = False,
+          batch: int = 2000, filename: str = "preprocess.py") -> Iterator[Any]:
+    """Apply ``function_name`` from the user's ``code`` to every record, in one sandbox,
+    streaming. Yields one result per record, in order.
+
+    ``records``: JSON-able values, or ``bytes`` holding one JSON document each (a JSONL line,
+    passed through as-is: no host-side re-encoding). With ``raw=True`` results are yielded
+    as JSON ``bytes`` (no newline) instead of parsed values.
+
+    A failing record: ``on_error="raise"`` (default, fail fast) raises :class:`RowError` with
+    the row index and the user's traceback, and stops the sandbox; ``"record"`` yields a
+    :class:`RowFailure` in that record's place and goes on. A function result that is not
+    JSON counts as a failure of that record.
+
+    Memory: the host writes records from a thread in chunks of ``batch``; the pipes block
+    the writer when the sandbox is behind, and the sandbox when the caller is behind, so at
+    most a few batches are in flight whatever the stream length. Abandoning the iterator
+    stops the sandbox.
+
+    Raises :class:`UserCodeError` (the code fails to load, or has no such function) before
+    the first result, :class:`UserCodeLimit` when the sandbox hits a limit (``limits``:
+    :class:`~clowder_ml.sandbox.limits.Limits` defaults, whole stream).
+    """
+    agent = start_agent(sandbox or _default_sandbox(), limits or Limits())
+    return _apply_stream(agent, code, function_name, records, on_error, raw, batch, filename)
+
+
+def _apply_stream(agent: Agent, code: str, function_name: str,
+                  records: Iterable[Any], on_error: str, raw: bool, batch: int,
+                  filename: str) -> Iterator[Any]:
+    proc = agent.proc
+    writer_error: list[BaseException] = []
+    sent = [0]
+
+    def feed() -> None:
+        dumps = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode
+        chunk: list[bytes] = []
+        try:
+            for rec in records:
+                if isinstance(rec, bytes | bytearray | memoryview):
+                    line = bytes(rec).rstrip(b"\r\n")
+                    if b"\n" in line:
+                        raise ValidationFailed(f"Record {sent[0]} holds a newline; "
+                                               "bytes records must be one JSONL line each")
+                else:
+                    line = dumps(rec).encode()
+                chunk.append(line)
+                sent[0] += 1
+                if len(chunk) >= batch:
+                    chunk.append(b"")
+                    _write_all(proc, b"\n".join(chunk))
+                    chunk.clear()
+            if chunk:
+                chunk.append(b"")
+                _write_all(proc, b"\n".join(chunk))
+        except (BrokenPipeError, ValueError) as exc:
+            # The sandbox ended (its reason comes from the verdict) or stdin was closed.
+            if isinstance(exc, ValidationFailed):
+                writer_error.append(exc)
+        except BaseException as exc:  # the caller's iterable failed: reported to them
+            writer_error.append(exc)
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+
+    writer = threading.Thread(target=feed, daemon=True, name="apply-feed")
+    try:
+        try:
+            _send_frame(proc, {"op": "apply", "code": code, "function": function_name,
+                               "filename": filename, "batch": batch})
+            if not agent.await_hello(time.monotonic() + 60.0):
+                raise OSError("no hello")
+        except OSError:
+            proc.stop()
+            raise _limit_error(proc, "The apply sandbox") from None
+        out = proc.stdout.fileno()
+        pending = b""
+        ready = False
+        row = 0
+        while True:
+            chunk = os.read(out, 1 << 20)
+            if not chunk:
+                break
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                if not ready:
+                    if line.startswith(b"!"):
+                        err = json.loads(line[1:])
+                        raise UserCodeError(_where(filename, err), line=err.get("line"),
+                                            traceback=err.get("traceback", ""))
+                    ready = True
+                    writer.start()
+                    continue
+                if line.startswith(b"!"):
+                    err = json.loads(line[1:])
+                    if on_error == "raise":
+                        raise RowError(f"Record {row}: {_where(filename, err)}", row=row,
+                                       line=err.get("line"),
+                                       traceback=err.get("traceback", ""))
+                    yield RowFailure(row, str(err.get("message", "")), err.get("line"),
+                                     str(err.get("traceback", "")))
+                else:
+                    yield line if raw else json.loads(line)
+                row += 1
+        if writer.is_alive():
+            writer.join()
+        if writer_error:
+            raise writer_error[0]
+        result = proc.wait()
+        if not ready or result.verdict is not Verdict.OK or row != sent[0]:
+            raise _limit_error(proc, "The apply sandbox")
+    finally:
+        if proc.alive:
+            proc.stop()
+        proc.close()
+        if writer.is_alive():
+            writer.join(timeout=5)
+
+
+def _where(filename: str, err: dict[str, Any]) -> str:
+    message = str(err.get("message", "failed"))
+    line = err.get("line")
+    return f"{filename}, line {line}: {message}" if line is not None else message

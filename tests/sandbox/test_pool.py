@@ -1,0 +1,46 @@
+"""The warm pool: pre-started single-use sandboxes, refilled in the background."""
+
+from __future__ import annotations
+
+import time
+
+from sandbox_helpers import assert_no_leftovers
+
+from clowder_ml.sandbox.base import wait_for_live_processes
+from clowder_ml.sandbox.gvisor import RunscSandbox
+from clowder_ml.sandbox.pool import WarmPool
+from clowder_ml.sandbox.usercode import evaluate_config
+
+
+def test_pool_hands_out_warm_and_refills(gvisor: RunscSandbox) -> None:
+    with WarmPool(gvisor, size=2) as pool:
+        assert pool.wait_ready(30)
+        t0 = time.monotonic()
+        assert evaluate_config("CONFIG = {'n': 1}", pool=pool) == {"n": 1}
+        assert time.monotonic() - t0 < 1.0  # no sandbox start on the request path
+        assert evaluate_config("CONFIG = {'n': 2}", pool=pool) == {"n": 2}
+        assert pool.cold_takes == 0
+        assert pool.wait_ready(30)  # refilled in the background
+        assert pool.started >= 4
+        # Single use: state from one request never reaches the next.
+        evaluate_config("import builtins\nbuiltins.LEAK = 1\nCONFIG = {}", pool=pool)
+        assert evaluate_config("import builtins\nCONFIG = {'leak': hasattr(builtins, "
+                               "'LEAK')}", pool=pool) == {"leak": False}
+    wait_for_live_processes()
+    assert_no_leftovers(gvisor)
+
+
+def test_empty_pool_starts_cold(gvisor: RunscSandbox) -> None:
+    with WarmPool(gvisor, size=0) as pool:
+        assert evaluate_config("CONFIG = {'n': 3}", pool=pool) == {"n": 3}
+        assert pool.cold_takes == 1
+    wait_for_live_processes()
+    assert_no_leftovers(gvisor)
+
+
+def test_close_stops_idle_sandboxes(gvisor: RunscSandbox) -> None:
+    pool = WarmPool(gvisor, size=3)
+    assert pool.wait_ready(30)
+    pool.close()
+    wait_for_live_processes()
+    assert_no_leftovers(gvisor)
