@@ -415,6 +415,33 @@ def sandbox_run(
     raise typer.Exit(0 if result.ok else 1)
 
 
+
+@sandbox_app.command("scan")
+def sandbox_scan(
+    file: Annotated[Path, typer.Argument(help="Python file to check", exists=True,
+                                         dir_okay=False, readable=True)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+) -> None:
+    """Check FILE with the pre-run scanner (nothing is executed) and list its findings.
+    Exits 1 when a finding would block the run, 0 otherwise."""
+    from clowder_ml.sandbox.scan import scan
+
+    report = _run(lambda: scan(file.read_text(encoding="utf-8", errors="replace")))
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        for f in report.findings:
+            colour = "red" if f in report.blocking else "yellow"
+            console.print(f"{file}:{f.line}:{f.column + 1}: [{colour}]{f.severity}[/] "
+                          f"{f.rule_id} {f.message}" + (f" [dim]({f.hint})[/]" if f.hint
+                                                         else ""), markup=True,
+                          highlight=False)
+        for note in report.notes:
+            err_console.print(f"[dim]{note}[/]")
+        verdict = "blocked" if report.blocked else "ok"
+        err_console.print(f"{len(report.findings)} findings; {verdict}")
+    raise typer.Exit(1 if report.blocked else 0)
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()
