@@ -112,8 +112,9 @@ class RowFailure:
 
 
 def agent_command(sandbox: Sandbox) -> list[str]:
-    """The agent's argv inside the sandbox (``-I``: no user site, no env-driven imports)."""
-    return [sandbox.python, "-I", f"{CODE}/{AGENT_NAME}"]
+    """The agent's argv inside the sandbox (``-I``: no user site, no env-driven imports;
+    ``-S``: no ``.pth`` hooks, see :func:`clowder_ml.sandbox.agent._add_site_packages`)."""
+    return [sandbox.python, "-I", "-S", f"{CODE}/{AGENT_NAME}"]
 
 
 class Agent:
@@ -281,7 +282,7 @@ def evaluate_config(code: str, schema: type[BaseModel] | None = None, *,
 def apply(code: str, function_name: str, records: Iterable[Any], *,
           sandbox: Sandbox | None = None, limits: Limits | None = None,
           on_error: Literal["raise", "record"] = "raise", raw: bool = False,
-          batch: int = 2000, filename: str = "preprocess.py") -> Iterator[Any]:
+          batch: int = 1000, filename: str = "preprocess.py") -> Iterator[Any]:
     """Apply ``function_name`` from the user's ``code`` to every record, in one sandbox,
     streaming. Yields one result per record, in order.
 

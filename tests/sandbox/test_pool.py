@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 from sandbox_helpers import assert_no_leftovers
@@ -43,4 +45,27 @@ def test_close_stops_idle_sandboxes(gvisor: RunscSandbox) -> None:
     assert pool.wait_ready(30)
     pool.close()
     wait_for_live_processes()
+    assert_no_leftovers(gvisor)
+
+
+def test_interpreter_exit_leaves_nothing(gvisor: RunscSandbox) -> None:
+    """A pool (and a stream) never closed: the atexit hooks stop and clean up both."""
+    prog = (
+        "from pathlib import Path\n"
+        "from clowder_ml.settings import Settings\n"
+        "from clowder_ml.sandbox.gvisor import RunscSandbox\n"
+        "from clowder_ml.sandbox.pool import WarmPool\n"
+        "from clowder_ml.sandbox.usercode import start_agent, CONFIG_LIMITS\n"
+        f"sb = RunscSandbox(Settings(sandbox_tmp_dir=Path({str(gvisor.tmp_root)!r}), "
+        f"sandbox_state_dir=Path({str(gvisor.state_dir)!r})))\n"
+        "pool = WarmPool(sb, size=2)\n"
+        "assert pool.wait_ready(30)\n"
+        "agent = start_agent(sb, CONFIG_LIMITS)\n"
+        "assert agent.await_hello(__import__('time').monotonic() + 30)\n"
+        "print('up', flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "up" in done.stdout
     assert_no_leftovers(gvisor)
