@@ -3,9 +3,11 @@
 Rules: symlinks are never followed (not as the file, not as a folder on the way, not at the
 destination); names that would leave the folder (absolute, ``..``, empty parts) are refused;
 only regular files and folders are copied (FIFOs, sockets and devices are refused); total
-bytes and file count are capped. Every refusal is reported with its reason, never silently
-dropped. Files are opened relative to already-opened folder descriptors with ``O_NOFOLLOW``,
-so a swapped path component cannot redirect a read even if the folder changed under us.
+bytes, file count and folder depth are capped (folders nested thousands deep would otherwise
+exhaust the collector's stack and descriptors). Every refusal is reported with its reason,
+never silently dropped. Files are opened relative to already-opened folder descriptors with
+``O_NOFOLLOW``, so a swapped path component cannot redirect a read even if the folder changed
+under us.
 """
 
 from __future__ import annotations
@@ -44,12 +46,17 @@ def safe_relpath(name: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
+MAX_DEPTH = 64
+
+
 def collect(src: Path, dest: Path, names: Iterable[str] | None = None, *,
-            max_bytes: int = 1 << 30, max_files: int = 10_000) -> Collected:
+            max_bytes: int = 1 << 30, max_files: int = 10_000,
+            max_depth: int = MAX_DEPTH) -> Collected:
     """Copy regular files from ``src`` (a stopped sandbox's work folder) into ``dest``.
 
     ``names`` picks files or folders (relative paths); ``None`` means everything. ``dest`` is
-    created if missing and must not already contain the paths being written.
+    created if missing and must not already contain the paths being written. Folders more
+    than ``max_depth`` levels below ``src`` are refused, not entered.
     """
     out = Collected()
     dest.mkdir(parents=True, exist_ok=True)
@@ -62,12 +69,18 @@ def collect(src: Path, dest: Path, names: Iterable[str] | None = None, *,
             targets = []
             for name in names:
                 try:
-                    targets.append((name, safe_relpath(name)))
+                    wanted = safe_relpath(name)
                 except ValidationFailed as exc:
                     out.refused[name] = exc.message
+                    continue
+                if len(wanted.parts) > max_depth:
+                    out.refused[name] = f"deeper than {max_depth} folders"
+                    continue
+                targets.append((name, wanted))
         for name, rel in targets:
             if rel is None:
-                _copy_tree(root_fd, dest_fd, PurePosixPath(), out, max_bytes, max_files)
+                _copy_tree(root_fd, dest_fd, PurePosixPath(), out, max_bytes, max_files,
+                           max_depth)
                 continue
             try:
                 with _open_parent(root_fd, rel) as parent_fd:
@@ -75,7 +88,7 @@ def collect(src: Path, dest: Path, names: Iterable[str] | None = None, *,
                     if stat.S_ISDIR(st.st_mode):
                         fd = os.open(rel.name, _DIR_FLAGS, dir_fd=parent_fd)
                         try:
-                            _copy_tree(fd, dest_fd, rel, out, max_bytes, max_files)
+                            _copy_tree(fd, dest_fd, rel, out, max_bytes, max_files, max_depth)
                         finally:
                             os.close(fd)
                     else:
@@ -113,7 +126,7 @@ def _open_parent(root_fd: int, rel: PurePosixPath) -> Iterator[int]:
 
 
 def _copy_tree(dir_fd: int, dest_fd: int, rel: PurePosixPath, out: Collected,
-               max_bytes: int, max_files: int) -> None:
+               max_bytes: int, max_files: int, max_depth: int) -> None:
     with os.scandir(dir_fd) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
@@ -125,13 +138,16 @@ def _copy_tree(dir_fd: int, dest_fd: int, rel: PurePosixPath, out: Collected,
             continue
         st = entry.stat(follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
+            if len(child.parts) > max_depth:
+                out.refused[str(child)] = f"deeper than {max_depth} folders"
+                continue
             try:
                 fd = os.open(entry.name, _DIR_FLAGS, dir_fd=dir_fd)
             except OSError as exc:
                 out.refused[str(child)] = f"cannot open folder: {exc.strerror}"
                 continue
             try:
-                _copy_tree(fd, dest_fd, child, out, max_bytes, max_files)
+                _copy_tree(fd, dest_fd, child, out, max_bytes, max_files, max_depth)
             finally:
                 os.close(fd)
         else:

@@ -76,6 +76,20 @@ print('victim done' if os.path.exists('/data/stop') else 'victim gave up')
 """
 
 
+# What collection must copy (at least) and refuse (path -> part of the reason).
+EXPECTED_COLLECT: dict[str, tuple[list[str], dict[str, str]]] = {
+    "27_output_symlinks": (["results/real.txt"], {
+        "passwd": "symlink", "rootdir": "symlink", "up": "symlink", "canary": "symlink",
+        "results/etc": "symlink", "results/model.bin": "symlink"}),
+    "28_traversal_names": (["ok.txt", "..hidden"], {
+        "../escape": "leave the work folder", "/etc/passwd": "not a plain relative path",
+        "a/../../escape": "leave the work folder", "./x": "leave the work folder",
+        "a//b": "leave the work folder", "a\\b": "not a plain relative path",
+        "link/passwd": "symlinks are not followed", "deep/" + "/".join(["d"] * 64):
+        "deeper than 64 folders"}),
+}
+
+
 def _compare(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     problems = []
     for key, was in before.items():
@@ -152,7 +166,7 @@ def _run_with_victim(host: Host, attack: Attack, tmp_path: Path,
     return result
 
 
-def _check_collected(host: Host, tmp_path: Path, result: SandboxResult) -> None:
+def _check_collected(host: Host, name: str, tmp_path: Path, result: SandboxResult) -> None:
     """Collection copied only regular files into its folder, refused every link and escaping
     name, and wrote nothing next to it."""
     collected = tmp_path / "collected"
@@ -169,6 +183,10 @@ def _check_collected(host: Host, tmp_path: Path, result: SandboxResult) -> None:
             for value in host.secrets.values():
                 assert value.encode() not in data
     assert result.refused, "nothing was refused; the attack's links were not seen"
+    files, refused = EXPECTED_COLLECT[name]
+    assert set(files) <= set(result.files), result.files
+    for path, why in refused.items():
+        assert why in result.refused.get(path, ""), (path, result.refused)
     for name in result.files:
         assert not name.startswith("/") and ".." not in name.split("/")
 
@@ -195,7 +213,7 @@ def test_attack_is_contained(host: Host, attack: Attack, tmp_path: Path) -> None
     if attack.verdict is Verdict.OK:
         assert "COMPLETE" in text, f"the attack did not run to its end: {where}"
     if attack.needs_collect:
-        _check_collected(host, tmp_path, result)
+        _check_collected(host, attack.name, tmp_path, result)
     if attack.name.endswith("daemonize"):
         time.sleep(4)  # past the daemon's delay: a survivor would act now
     # 3. the host unchanged
