@@ -109,8 +109,6 @@ def decide(obs: Observation, info: ExitInfo) -> tuple[Verdict, str]:
     """The verdict for a run: the platform's own stop reason first, then kernel-reported
     limit breaches, then how the program itself ended."""
     lim = "limit"
-    if obs.stopped_for is Verdict.KILLED:
-        return Verdict.KILLED, "Stopped by the platform."
     if obs.stopped_for is Verdict.TIMEOUT:
         return Verdict.TIMEOUT, "Stopped: the wall-time limit was reached."
     if obs.stopped_for is Verdict.CPU_LIMIT:
@@ -121,6 +119,8 @@ def decide(obs: Observation, info: ExitInfo) -> tuple[Verdict, str]:
         return Verdict.OUTPUT_LIMIT, f"Stopped: {which or 'output'} went over the output {lim}."
     if obs.stopped_for is Verdict.MEMORY_LIMIT or obs.oom_kills:
         return Verdict.MEMORY_LIMIT, "Ended: the memory limit was reached."
+    if obs.stopped_for is Verdict.KILLED:  # SandboxProcess.stop(): the host's own choice
+        return Verdict.KILLED, "Stopped by the platform."
     if obs.pids_refused or info.process_refused:
         return Verdict.PROCESS_LIMIT, (
             "A new process or thread was refused: the process limit was reached.")

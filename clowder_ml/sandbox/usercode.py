@@ -178,9 +178,13 @@ def _read_exact(proc: SandboxProcess, size: int, deadline: float) -> bytes | Non
 
 
 def _limit_error(proc: SandboxProcess, what: str) -> UserCodeLimit:
-    """Why the sandbox ended without an answer, from its verdict and stderr."""
+    """Why the sandbox ended without an answer, from its verdict and stderr.
+
+    Not stopped first: a sandbox whose stdout ended is ending by itself, and its own verdict
+    (memory_limit, output_limit...) is the reason to report. One still running after a few
+    seconds (it broke the protocol) is stopped."""
     try:
-        result = proc.wait(timeout=30)
+        result = proc.wait(timeout=5)
     except TimeoutError:
         proc.stop()
         result = proc.wait()
@@ -237,7 +241,6 @@ def evaluate_config(code: str, schema: type[BaseModel] | None = None, *,
         # A cold sandbox's boot counts against the request deadline too, with a floor so
         # a short timeout_s still lets the sandbox start.
         if not agent.await_hello(max(deadline, time.monotonic() + 10.0)):
-            proc.stop()
             raise _limit_error(proc, "The config sandbox")
         head = _read_exact(proc, _LEN.size, deadline)
         size = _LEN.unpack(head)[0] if head is not None else -1
@@ -250,7 +253,6 @@ def evaluate_config(code: str, schema: type[BaseModel] | None = None, *,
                 proc.stop(Verdict.TIMEOUT)
                 raise UserCodeLimit(f"config.py did not finish within {timeout_s:g} s",
                                     verdict=Verdict.TIMEOUT)
-            proc.stop()
             raise _limit_error(proc, "The config sandbox")
     finally:
         # The answer is in; the agent exits by itself and the run cleans up in its thread,
@@ -354,7 +356,6 @@ def _apply_stream(agent: Agent, code: str, function_name: str,
             if not agent.await_hello(time.monotonic() + 60.0):
                 raise OSError("no hello")
         except OSError:
-            proc.stop()
             raise _limit_error(proc, "The apply sandbox") from None
         out = proc.stdout.fileno()
         pending = b""

@@ -6,12 +6,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 from sandbox_helpers import assert_no_leftovers
 
 from clowder_ml.sandbox.base import wait_for_live_processes
 from clowder_ml.sandbox.gvisor import RunscSandbox
 from clowder_ml.sandbox.pool import WarmPool
-from clowder_ml.sandbox.usercode import evaluate_config
+from clowder_ml.sandbox.result import Verdict
+from clowder_ml.sandbox.usercode import UserCodeLimit, evaluate_config
 
 
 def test_pool_hands_out_warm_and_refills(gvisor: RunscSandbox) -> None:
@@ -28,6 +30,18 @@ def test_pool_hands_out_warm_and_refills(gvisor: RunscSandbox) -> None:
         evaluate_config("import builtins\nbuiltins.LEAK = 1\nCONFIG = {}", pool=pool)
         assert evaluate_config("import builtins\nCONFIG = {'leak': hasattr(builtins, "
                                "'LEAK')}", pool=pool) == {"leak": False}
+    wait_for_live_processes()
+    assert_no_leftovers(gvisor)
+
+
+def test_pooled_timeout_counts_from_the_request(gvisor: RunscSandbox) -> None:
+    with WarmPool(gvisor, size=1) as pool:
+        assert pool.wait_ready(30)
+        time.sleep(1.5)  # idle time in the pool is not request time
+        with pytest.raises(UserCodeLimit) as err:
+            evaluate_config("while True:\n    pass\n", pool=pool, timeout_s=1.0)
+        assert err.value.verdict is Verdict.TIMEOUT
+        assert evaluate_config("CONFIG = {'after': 1}", pool=pool) == {"after": 1}
     wait_for_live_processes()
     assert_no_leftovers(gvisor)
 
