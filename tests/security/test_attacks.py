@@ -203,6 +203,7 @@ def test_attack_is_contained(host: Host, attack: Attack, tmp_path: Path) -> None
         result = _run(host, attack, tmp_path, env)
     text = (result.stdout + b"\n" + result.stderr).decode("utf-8", "replace")
     where = f"{attack.name}: {result.verdict} ({result.detail})\n{text[-3000:]}"
+    print(where)  # shown with -s, or when the test fails
 
     # 1. contained
     assert "ESCAPED" not in text, where
