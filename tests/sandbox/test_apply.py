@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from sandbox_helpers import assert_no_leftovers
 
 from clowder_ml.sandbox.base import wait_for_live_processes
 from clowder_ml.sandbox.gvisor import RunscSandbox
-from clowder_ml.sandbox.usercode import RowError, RowFailure, UserCodeError, apply
+from clowder_ml.sandbox.limits import Limits
+from clowder_ml.sandbox.result import Verdict
+from clowder_ml.sandbox.usercode import (
+    RowError,
+    RowFailure,
+    UserCodeError,
+    UserCodeLimit,
+    apply,
+)
 
 CODE = """
 def preprocess(example):
@@ -83,5 +93,27 @@ def test_abandoned_iterator_leaves_nothing(gvisor: RunscSandbox) -> None:
                 sandbox=gvisor)
     assert next(out) == {"i": 0, "text": "T"}
     out.close()  # type: ignore[attr-defined]
+    wait_for_live_processes()
+    assert_no_leftovers(gvisor)
+
+
+def test_hanging_function_hits_the_wall_limit(gvisor: RunscSandbox) -> None:
+    code = "import time\ndef f(x):\n    if x == 3:\n        time.sleep(100)\n    return x\n"
+    got = []
+    with pytest.raises(UserCodeLimit) as err:
+        for res in apply(code, "f", range(10), sandbox=gvisor, limits=Limits(wall_s=2),
+                         batch=1):
+            got.append(res)
+    assert err.value.verdict is Verdict.TIMEOUT
+    assert got == [0, 1, 2]  # batch=1: results arrive as they are made
+
+
+def test_failing_record_source_is_reported(gvisor: RunscSandbox) -> None:
+    def records() -> Iterator[int]:
+        yield 1
+        raise KeyError("source broke")
+
+    with pytest.raises(KeyError, match="source broke"):
+        list(apply("def f(x):\n    return x\n", "f", records(), sandbox=gvisor))
     wait_for_live_processes()
     assert_no_leftovers(gvisor)
