@@ -46,6 +46,8 @@ _LEN = struct.Struct(">I")
 #: Limits for one config evaluation: a config is small and quick.
 CONFIG_LIMITS = Limits(wall_s=30.0, cpu_s=10.0, memory_bytes=256 * MiB, processes=16,
                        output_bytes=64 * 1024, disk_bytes=16 * MiB)
+#: The most source text accepted for one piece of user code.
+MAX_CODE_CHARS = 4 * MiB
 #: The default answer cap for a config, as JSON text.
 CONFIG_MAX_BYTES = 1 * MiB
 
@@ -225,6 +227,7 @@ def evaluate_config(code: str, schema: type[BaseModel] | None = None, *,
     memory...), :class:`~clowder_ml.errors.ValidationFailed` (schema), or
     :class:`~clowder_ml.errors.SandboxUnavailable`.
     """
+    _check_code(code)
     if pool is not None:
         agent = pool.take()
     else:
@@ -299,23 +302,40 @@ def apply(code: str, function_name: str, records: Iterable[Any], *,
 
     Memory: the host writes records from a thread in chunks of ``batch``; the pipes block
     the writer when the sandbox is behind, and the sandbox when the caller is behind, so at
-    most a few batches are in flight whatever the stream length. Abandoning the iterator
-    stops the sandbox.
+    most a few batches are in flight whatever the stream length. The sandbox starts on the
+    first ``next()``; closing or dropping the iterator stops it. A record that is not JSON
+    (``TypeError``/``ValueError`` from ``json``) or an exception from ``records`` is raised
+    to the caller after the results of the records before it.
 
     Raises :class:`UserCodeError` (the code fails to load, or has no such function) before
     the first result, :class:`UserCodeLimit` when the sandbox hits a limit (``limits``:
     :class:`~clowder_ml.sandbox.limits.Limits` defaults, whole stream).
     """
-    agent = start_agent(sandbox or _default_sandbox(), limits or Limits())
-    return _apply_stream(agent, code, function_name, records, on_error, raw, batch, filename)
+    _check_code(code)
+    return _apply_stream(sandbox, limits or Limits(), code, function_name, records, on_error,
+                         raw, batch, filename)
 
 
-def _apply_stream(agent: Agent, code: str, function_name: str,
+def _apply_stream(sandbox: Sandbox | None, limits: Limits, code: str, function_name: str,
                   records: Iterable[Any], on_error: str, raw: bool, batch: int,
                   filename: str) -> Iterator[Any]:
+    # Started on the first next(), not at the call: an iterator never iterated (whose
+    # ``finally`` would never run) must not leave a sandbox behind.
+    agent = start_agent(sandbox or _default_sandbox(), limits)
     proc = agent.proc
     writer_error: list[BaseException] = []
     sent = [0]
+
+    def send(chunk: list[bytes]) -> bool:
+        chunk.append(b"")
+        data = b"\n".join(chunk)
+        chunk.clear()
+        try:
+            _write_all(proc, data)
+        except (OSError, ValueError):
+            # The sandbox ended (its verdict says why) or the stream was closed.
+            return False
+        return True
 
     def feed() -> None:
         dumps = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode
@@ -328,21 +348,14 @@ def _apply_stream(agent: Agent, code: str, function_name: str,
                         raise ValidationFailed(f"Record {sent[0]} holds a newline; "
                                                "bytes records must be one JSONL line each")
                 else:
-                    line = dumps(rec).encode()
+                    line = dumps(rec).encode()  # not JSON: the caller's error, raised to them
                 chunk.append(line)
                 sent[0] += 1
-                if len(chunk) >= batch:
-                    chunk.append(b"")
-                    _write_all(proc, b"\n".join(chunk))
-                    chunk.clear()
+                if len(chunk) >= batch and not send(chunk):
+                    return
             if chunk:
-                chunk.append(b"")
-                _write_all(proc, b"\n".join(chunk))
-        except (BrokenPipeError, ValueError) as exc:
-            # The sandbox ended (its reason comes from the verdict) or stdin was closed.
-            if isinstance(exc, ValidationFailed):
-                writer_error.append(exc)
-        except BaseException as exc:  # the caller's iterable failed: reported to them
+                send(chunk)
+        except BaseException as exc:  # the caller's records failed: reported to them
             writer_error.append(exc)
         finally:
             with contextlib.suppress(OSError):
@@ -400,6 +413,13 @@ def _apply_stream(agent: Agent, code: str, function_name: str,
         proc.close()
         if writer.is_alive():
             writer.join(timeout=5)
+
+
+def _check_code(code: str) -> None:
+    if not isinstance(code, str):
+        raise ValidationFailed("User code must be a str")
+    if len(code) > MAX_CODE_CHARS:
+        raise ValidationFailed(f"User code is over {MAX_CODE_CHARS} characters")
 
 
 def _where(filename: str, err: dict[str, Any]) -> str:

@@ -117,3 +117,12 @@ def test_failing_record_source_is_reported(gvisor: RunscSandbox) -> None:
         list(apply("def f(x):\n    return x\n", "f", records(), sandbox=gvisor))
     wait_for_live_processes()
     assert_no_leftovers(gvisor)
+
+
+def test_non_json_record_is_the_callers_error(gvisor: RunscSandbox) -> None:
+    with pytest.raises(TypeError, match="set"):
+        list(apply("def f(x):\n    return x\n", "f", [1, {2}], sandbox=gvisor))
+    never_iterated = apply("def f(x):\n    return x\n", "f", [1], sandbox=gvisor)
+    del never_iterated  # started lazily: nothing to clean up
+    wait_for_live_processes()
+    assert_no_leftovers(gvisor)
