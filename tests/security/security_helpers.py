@@ -223,3 +223,20 @@ def host_ips() -> list[str]:
     return sorted(ips)
 
 
+def compare(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """What differs between two snapshots, in words (empty: the host is unchanged)."""
+    problems = []
+    for key, was in before.items():
+        now = after[key]
+        if key == "nobody processes":
+            new = sorted(set(now) - set(was))
+            if new:
+                problems.append(f"new host processes running as nobody: {new}")
+        elif key == "watched files":
+            changed = {k: (was.get(k), now.get(k)) for k in set(was) | set(now)
+                       if was.get(k) != now.get(k)}
+            if changed:
+                problems.append(f"host files changed: {changed}")
+        elif now != was:
+            problems.append(f"{key}: {was!r} -> {now!r}")
+    return problems

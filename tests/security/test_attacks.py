@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from security_helpers import Host, snapshot
+from security_helpers import Host, compare, snapshot
 
 from clowder_ml.sandbox import Limits, SandboxResult, Verdict
 
@@ -90,30 +90,12 @@ EXPECTED_COLLECT: dict[str, tuple[list[str], dict[str, str]]] = {
 }
 
 
-def _compare(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    problems = []
-    for key, was in before.items():
-        now = after[key]
-        if key == "nobody processes":
-            new = sorted(set(now) - set(was))
-            if new:
-                problems.append(f"new host processes running as nobody: {new}")
-        elif key == "watched files":
-            changed = {k: (was.get(k), now.get(k)) for k in set(was) | set(now)
-                       if was.get(k) != now.get(k)}
-            if changed:
-                problems.append(f"host files changed: {changed}")
-        elif now != was:
-            problems.append(f"{key}: {was!r} -> {now!r}")
-    return problems
-
-
 def _host_unchanged(host: Host, before: dict[str, Any]) -> None:
     # Cleanup is synchronous, so the first look should be clean; a few retries only absorb
     # unrelated processes on a shared machine coming and going.
     problems: list[str] = []
     for _ in range(4):
-        problems = _compare(before, snapshot(host))
+        problems = compare(before, snapshot(host))
         if not problems:
             return
         time.sleep(0.5)
