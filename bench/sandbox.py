@@ -13,7 +13,9 @@ One run does everything (root, runsc):
 - ``apply`` **throughput**: 100k JSONL records through a ``preprocess`` function in one
   sandbox (``raw=True``: JSONL lines in, JSON lines out, nothing re-encoded on the host),
   versus the **native** loop in this process doing the same work per record
-  (``json.loads`` -> function -> ``json.dumps``).
+  (``json.loads`` -> function -> ``json.dumps``);
+- ``apply_arrow`` over the same records as Arrow batches of 5000, versus the same in-process
+  (``to_pylist`` -> function -> ``from_pylist``): informational (``apply_arrow_ratio``).
 
 Latencies are wall-clock per call, p50/p95 over ``--runs`` calls. The last line printed is
 ``RESULT key=value ...`` with ``warm_p50_ms`` and ``apply_ratio`` (sandbox / native
@@ -78,6 +80,32 @@ def show(name: str, ms: list[float]) -> tuple[float, float]:
     p50, p95 = statistics.median(ms), pct(ms, 0.95)
     log(f"{name:<34} p50 {p50:8.1f} ms   p95 {p95:8.1f} ms   (n={len(ms)})")
     return p50, p95
+
+
+def arrow_bench(sb: Any, fn: Callable[[Any], Any], lines: list[bytes]) -> float:
+    """apply_arrow over the same records in batches of 5000, versus the same in-process
+    (to_pylist -> function -> from_pylist per batch). Returns the ratio."""
+    import pyarrow as pa
+
+    from clowder_ml.sandbox.usercode import apply_arrow
+
+    recs = [json.loads(line) for line in lines]
+    batches = [pa.RecordBatch.from_pylist(recs[i:i + 5000]) for i in range(0, len(recs), 5000)]
+    t0 = time.perf_counter()
+    for b in batches:
+        pa.RecordBatch.from_pylist([fn(r) for r in b.to_pylist()])
+    native_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    n = sum(r.batch.num_rows for r in apply_arrow(PREPROCESS_CODE, "preprocess", batches,
+                                                  sandbox=sb))
+    sandbox_s = time.perf_counter() - t0
+    assert n == len(recs)
+    wait_for_live_processes()
+    log(f"apply_arrow native (in-process)    {len(recs) / native_s:10,.0f} records/s  "
+        f"({native_s:.2f} s)")
+    log(f"apply_arrow sandbox (incl. start)  {len(recs) / sandbox_s:10,.0f} records/s  "
+        f"({sandbox_s:.2f} s)   ratio {native_s / sandbox_s:.2f}")
+    return native_s / sandbox_s
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({sandbox_s:.2f} s)   ratio {ratio:.2f}")
     log(f"apply sandbox after first result   {steady_rps:10,.0f} records/s  "
         f"(start to first result {first - t0:.2f} s)   ratio {steady_rps / native_rps:.2f}")
+    arrow_ratio = arrow_bench(sb, fn, lines)
     log(f"ratios: warm/host p50 {warm_p50 / host_p50:.2f}, cold/host p50 "
         f"{cold_p50 / host_p50:.2f}")
     log(f"RESULT warm_p50_ms={warm_p50:.1f} warm_p95_ms={warm_p95:.1f} "
@@ -153,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         f"burst_p50_ms={burst_p50:.1f} burst_p95_ms={burst_p95:.1f} "
         f"host_p50_ms={host_p50:.1f} host_p95_ms={host_p95:.1f} "
         f"apply_rps={sandbox_rps:.0f} native_rps={native_rps:.0f} apply_ratio={ratio:.2f} "
-        f"apply_ratio_steady={steady_rps / native_rps:.2f}")
+        f"apply_ratio_steady={steady_rps / native_rps:.2f} apply_arrow_ratio={arrow_ratio:.2f}")
     return 0
 
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 AGENT_FILE = Path(__file__).with_name("agent.py")
 AGENT_NAME = "clowder_agent.py"
 _LEN = struct.Struct(">I")
+_NO_DEADLINE = float("inf")
 
 #: Limits for one config evaluation: a config is small and quick.
 CONFIG_LIMITS = Limits(wall_s=30.0, cpu_s=10.0, memory_bytes=256 * MiB, processes=16,
@@ -165,13 +166,15 @@ def _write_all(proc: SandboxProcess, data: bytes) -> None:
 
 
 def _read_exact(proc: SandboxProcess, size: int, deadline: float) -> bytes | None:
-    """``size`` bytes from the agent, None at EOF or when ``deadline`` passes."""
+    """``size`` bytes from the agent, None at EOF or when ``deadline`` passes
+    (:data:`_NO_DEADLINE`: wait as long as the sandbox lives)."""
     fd = proc.stdout.fileno()
     buf = bytearray()
     while len(buf) < size:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return None
+        if deadline != _NO_DEADLINE:  # the sandbox's own limits bound an endless wait
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
         chunk = os.read(fd, size - len(buf))
         if not chunk:
             return None
@@ -426,3 +429,118 @@ def _where(filename: str, err: dict[str, Any]) -> str:
     message = str(err.get("message", "failed"))
     line = err.get("line")
     return f"{filename}, line {line}: {message}" if line is not None else message
+
+
+@dataclass(frozen=True)
+class ArrowResult:
+    """One output batch of :func:`apply_arrow`: a row per input row, in order. With
+    ``on_error="record"``, failed rows are all-null and listed in ``failures``."""
+
+    batch: Any  # pyarrow.RecordBatch (typed loosely: pyarrow is optional and untyped)
+    failures: tuple[RowFailure, ...] = ()
+
+
+def apply_arrow(code: str, function_name: str, batches: Iterable[Any], *,
+                sandbox: Sandbox | None = None, limits: Limits | None = None,
+                on_error: Literal["raise", "record"] = "raise",
+                filename: str = "preprocess.py") -> Iterator[ArrowResult]:
+    """:func:`apply` over Arrow ``RecordBatch`` es: each input batch crosses as Arrow IPC,
+    the function sees one record (a dict) at a time and must return a dict, and one
+    :class:`ArrowResult` comes back per input batch, in order. Streaming and backpressure
+    as in :func:`apply` (the window is a few batches). A batch whose results Arrow cannot
+    hold (e.g. one column with mixed types) fails every row of it. Needs pyarrow on the host
+    and in the sandbox's Python. Errors as in :func:`apply`.
+    """
+    _check_code(code)
+    return _apply_arrow_stream(sandbox, limits or Limits(), code, function_name, batches,
+                               on_error, filename)
+
+
+def _apply_arrow_stream(sandbox: Sandbox | None, limits: Limits, code: str,
+                        function_name: str, batches: Iterable[Any], on_error: str,
+                        filename: str) -> Iterator[ArrowResult]:
+    import pyarrow as pa
+
+    agent = start_agent(sandbox or _default_sandbox(), limits)
+    proc = agent.proc
+    writer_error: list[BaseException] = []
+    sent = [0]
+
+    def feed() -> None:
+        try:
+            for batch in batches:
+                sink = pa.BufferOutputStream()
+                with pa.ipc.new_stream(sink, batch.schema) as w:
+                    w.write_batch(batch)
+                blob = sink.getvalue().to_pybytes()
+                sent[0] += 1
+                try:
+                    _write_all(proc, _LEN.pack(len(blob)) + blob)
+                except (OSError, ValueError):
+                    return  # the sandbox ended: its verdict says why
+            with contextlib.suppress(OSError, ValueError):
+                _write_all(proc, _LEN.pack(0))
+        except BaseException as exc:  # the caller's batches failed: reported to them
+            writer_error.append(exc)
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+
+    writer = threading.Thread(target=feed, daemon=True, name="apply-arrow-feed")
+    no_deadline = _NO_DEADLINE
+    try:
+        try:
+            _send_frame(proc, {"op": "apply_arrow", "code": code, "function": function_name,
+                               "filename": filename})
+            if not agent.await_hello(time.monotonic() + 60.0):
+                raise OSError("no hello")
+        except OSError:
+            raise _limit_error(proc, "The apply sandbox") from None
+        ready = _read_json_frame(proc, no_deadline)
+        if ready is None:
+            raise _limit_error(proc, "The apply sandbox")
+        if not ready.get("ok"):
+            raise UserCodeError(_where(filename, ready), line=ready.get("line"),
+                                traceback=str(ready.get("traceback", "")))
+        writer.start()
+        got = 0
+        while True:
+            head = _read_json_frame(proc, no_deadline)
+            if head is None:
+                break
+            blob = _read_exact(proc, int(head["size"]), no_deadline)
+            if blob is None:
+                break
+            out = pa.ipc.open_stream(blob).read_next_batch()
+            errors = head.get("errors") or []
+            if errors and on_error == "raise":
+                err = errors[0]
+                raise RowError(f"Record {err['row']}: {_where(filename, err)}",
+                               row=int(err["row"]), line=err.get("line"),
+                               traceback=str(err.get("traceback", "")))
+            yield ArrowResult(out, tuple(
+                RowFailure(int(e["row"]), str(e.get("message", "")), e.get("line"),
+                           str(e.get("traceback", ""))) for e in errors))
+            got += 1
+        writer.join()
+        if writer_error:
+            raise writer_error[0]
+        result = proc.wait()
+        if result.verdict is not Verdict.OK or got != sent[0]:
+            raise _limit_error(proc, "The apply sandbox")
+    finally:
+        if proc.alive:
+            proc.stop()
+        proc.close()
+        if writer.is_alive():
+            writer.join(timeout=5)
+
+
+def _read_json_frame(proc: SandboxProcess, deadline: float) -> Any:
+    """One length-prefixed JSON frame from the agent (at most 64 MiB), None at EOF."""
+    head = _read_exact(proc, _LEN.size, deadline)
+    if head is None:
+        return None
+    size = _LEN.unpack(head)[0]
+    body = _read_exact(proc, size, deadline) if size <= 64 * MiB else None
+    return None if body is None else json.loads(body)
