@@ -172,7 +172,8 @@ class Sandbox(ABC):
           nothing is inherited from the host.
         - ``files``: name -> content (bytes or a host file) staged read-only at ``/code``.
         - ``collect_into``: after the run, copy files from ``/work`` here (all, or only
-          ``collect_names``), never following symlinks. The result lists them.
+          ``collect_names``), never following symlinks, at most ``limits.disk_bytes`` in
+          all. The result lists them, and what was refused with why.
 
         Raises :class:`~clowder_ml.errors.SandboxUnavailable` if the backend is missing or
         cannot start, and :class:`~clowder_ml.errors.ValidationFailed` on bad arguments.
@@ -223,7 +224,10 @@ class Sandbox(ABC):
                 verdict, detail = decide(obs, info)
                 gathered = Collected()
                 if collect_into is not None:
-                    gathered = collect(work, Path(collect_into), collect_names)
+                    # Never more than the work folder can hold: sparse files and hard
+                    # links would otherwise let a 16 MiB folder put gigabytes on the host.
+                    gathered = collect(work, Path(collect_into), collect_names,
+                                       max_bytes=limits.disk_bytes)
             finally:
                 unmount(work)
         finally:

@@ -87,6 +87,7 @@ EXPECTED_COLLECT: dict[str, tuple[list[str], dict[str, str]]] = {
         "a//b": "leave the work folder", "a\\b": "not a plain relative path",
         "link/passwd": "symlinks are not followed", "deep/" + "/".join(["d"] * 64):
         "deeper than 64 folders"}),
+    "42_collect_amplification": ([], {"sparse.bin": "over the size cap"}),
 }
 
 
@@ -165,6 +166,9 @@ def _check_collected(host: Host, name: str, tmp_path: Path, result: SandboxResul
             for value in host.secrets.values():
                 assert value.encode() not in data
     assert result.refused, "nothing was refused; the attack's links were not seen"
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert total <= result.limits.disk_bytes, (
+        f"collection wrote {total} bytes to the host, more than the disk limit")
     files, refused = EXPECTED_COLLECT[name]
     assert set(files) <= set(result.files), result.files
     for path, why in refused.items():
