@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     sandbox_python: Path | None = Field(
         default=None, description="Python used inside the sandbox; this platform's if unset"
     )
+    # The pre-run code scan is advice plus defense in depth: findings at or above this
+    # severity refuse to run user code ("off": report only, never block).
+    scan_block_at: Literal["high", "medium", "low", "off"] = Field(
+        default="high", description="Lowest scan severity that blocks a run of user code"
+    )
 
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True)

@@ -33,6 +33,8 @@ from clowder_ml.errors import ClowderMLError, ValidationFailed
 from clowder_ml.sandbox.base import CODE, Sandbox, SandboxProcess
 from clowder_ml.sandbox.limits import Limits, MiB
 from clowder_ml.sandbox.result import SandboxResult, Verdict
+from clowder_ml.sandbox.scan import ScanOptions, scan
+from clowder_ml.settings import Settings
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -51,6 +53,10 @@ CONFIG_LIMITS = Limits(wall_s=30.0, cpu_s=10.0, memory_bytes=256 * MiB, processe
 MAX_CODE_CHARS = 4 * MiB
 #: The default answer cap for a config, as JSON text.
 CONFIG_MAX_BYTES = 1 * MiB
+
+
+# "settings": the operator's scan_block_at; a severity blocks at and above it; "off" never.
+BlockAt = Literal["settings", "high", "medium", "low", "off"]
 
 
 class UserCodeError(ClowderMLError):
@@ -213,7 +219,8 @@ def evaluate_config(code: str, schema: type[BaseModel] | None = None, *,
                     pool: WarmPool | None = None, sandbox: Sandbox | None = None,
                     limits: Limits | None = None, timeout_s: float = 10.0,
                     max_bytes: int = CONFIG_MAX_BYTES,
-                    filename: str = "config.py") -> dict[str, Any]:
+                    filename: str = "config.py",
+                    scan_block_at: BlockAt = "settings") -> dict[str, Any]:
     """Run a user's ``config.py`` source in a single-use sandbox and return its ``CONFIG``.
 
     ``CONFIG`` may be a dict or a callable returning one; it crosses back as JSON text of at
@@ -227,10 +234,11 @@ def evaluate_config(code: str, schema: type[BaseModel] | None = None, *,
 
     Raises :class:`UserCodeError` (exception in user code, with ``line``),
     :class:`ConfigMissing`, :class:`ConfigNotJSON`, :class:`UserCodeLimit` (timeout,
-    memory...), :class:`~clowder_ml.errors.ValidationFailed` (schema), or
-    :class:`~clowder_ml.errors.SandboxUnavailable`.
+    memory...), :class:`~clowder_ml.errors.ValidationFailed` (schema),
+    :class:`~clowder_ml.sandbox.scan.ScanBlocked` (the pre-run scan refused the code; see
+    ``scan_block_at``), or :class:`~clowder_ml.errors.SandboxUnavailable`.
     """
-    _check_code(code)
+    _check_code(code, scan_block_at, pool.sandbox if pool is not None else sandbox)
     if pool is not None:
         agent = pool.take()
     else:
@@ -290,7 +298,8 @@ def evaluate_config(code: str, schema: type[BaseModel] | None = None, *,
 def apply(code: str, function_name: str, records: Iterable[Any], *,
           sandbox: Sandbox | None = None, limits: Limits | None = None,
           on_error: Literal["raise", "record"] = "raise", raw: bool = False,
-          batch: int = 1000, filename: str = "preprocess.py") -> Iterator[Any]:
+          batch: int = 1000, filename: str = "preprocess.py",
+          scan_block_at: BlockAt = "settings") -> Iterator[Any]:
     """Apply ``function_name`` from the user's ``code`` to every record, in one sandbox,
     streaming. Yields one result per record, in order.
 
@@ -314,7 +323,7 @@ def apply(code: str, function_name: str, records: Iterable[Any], *,
     the first result, :class:`UserCodeLimit` when the sandbox hits a limit (``limits``:
     :class:`~clowder_ml.sandbox.limits.Limits` defaults, whole stream).
     """
-    _check_code(code)
+    _check_code(code, scan_block_at, sandbox)
     return _apply_stream(sandbox, limits or Limits(), code, function_name, records, on_error,
                          raw, batch, filename)
 
@@ -418,11 +427,21 @@ def _apply_stream(sandbox: Sandbox | None, limits: Limits, code: str, function_n
             writer.join(timeout=5)
 
 
-def _check_code(code: str) -> None:
+def _check_code(code: str, block_at: BlockAt, sandbox: Sandbox | None) -> None:
+    """Refuse code that is not text, too large, or blocked by the pre-run scan.
+
+    ``block_at`` "settings" takes the operator's ``scan_block_at``; "off" never blocks.
+    The scan is advice and defense in depth: the sandbox stays the boundary either way.
+    """
     if not isinstance(code, str):
         raise ValidationFailed("User code must be a str")
     if len(code) > MAX_CODE_CHARS:
         raise ValidationFailed(f"User code is over {MAX_CODE_CHARS} characters")
+    if block_at == "settings":
+        block_at = (sandbox.settings if sandbox is not None else Settings()).scan_block_at
+    if block_at == "off":
+        return
+    scan(code, ScanOptions(block_at=block_at)).raise_if_blocked()
 
 
 def _where(filename: str, err: dict[str, Any]) -> str:
@@ -443,7 +462,8 @@ class ArrowResult:
 def apply_arrow(code: str, function_name: str, batches: Iterable[Any], *,
                 sandbox: Sandbox | None = None, limits: Limits | None = None,
                 on_error: Literal["raise", "record"] = "raise",
-                filename: str = "preprocess.py") -> Iterator[ArrowResult]:
+                filename: str = "preprocess.py",
+                scan_block_at: BlockAt = "settings") -> Iterator[ArrowResult]:
     """:func:`apply` over Arrow ``RecordBatch`` es: each input batch crosses as Arrow IPC,
     the function sees one record (a dict) at a time and must return a dict, and one
     :class:`ArrowResult` comes back per input batch, in order. Streaming and backpressure
@@ -451,7 +471,7 @@ def apply_arrow(code: str, function_name: str, batches: Iterable[Any], *,
     hold (e.g. one column with mixed types) fails every row of it. Needs pyarrow on the host
     and in the sandbox's Python. Errors as in :func:`apply`.
     """
-    _check_code(code)
+    _check_code(code, scan_block_at, sandbox)
     return _apply_arrow_stream(sandbox, limits or Limits(), code, function_name, batches,
                                on_error, filename)
 

@@ -12,6 +12,7 @@ from clowder_ml.sandbox.base import wait_for_live_processes
 from clowder_ml.sandbox.gvisor import RunscSandbox
 from clowder_ml.sandbox.limits import Limits
 from clowder_ml.sandbox.result import Verdict
+from clowder_ml.sandbox.scan import ScanBlocked
 from clowder_ml.sandbox.usercode import (
     ConfigMissing,
     ConfigNotJSON,
@@ -56,8 +57,14 @@ def test_user_exception_reports_user_line(gvisor: RunscSandbox) -> None:
 
 
 def test_syntax_error_line(gvisor: RunscSandbox) -> None:
+    code = "x = 1\nCONFIG = {'a': }\n"
+    # The pre-run scan catches it first, naming the line, without starting a sandbox ...
+    with pytest.raises(ScanBlocked) as blocked:
+        evaluate_config(code, sandbox=gvisor)
+    assert "line 2" in blocked.value.message and "syntax error" in blocked.value.message
+    # ... and with the scan off, the sandbox reports the same line from Python itself.
     with pytest.raises(UserCodeError) as err:
-        evaluate_config("x = 1\nCONFIG = {'a': }\n", sandbox=gvisor)
+        evaluate_config(code, sandbox=gvisor, scan_block_at="off")
     assert err.value.line == 2
     assert "SyntaxError" in err.value.message
 

@@ -27,9 +27,10 @@ def test_pool_hands_out_warm_and_refills(gvisor: RunscSandbox) -> None:
         assert pool.wait_ready(30)  # refilled in the background
         assert pool.started >= 4
         # Single use: state from one request never reaches the next.
-        evaluate_config("import builtins\nbuiltins.LEAK = 1\nCONFIG = {}", pool=pool)
+        evaluate_config("import builtins\nbuiltins.LEAK = 1\nCONFIG = {}", pool=pool,
+                        scan_block_at="off")  # the scan would refuse it; this is about reuse
         assert evaluate_config("import builtins\nCONFIG = {'leak': hasattr(builtins, "
-                               "'LEAK')}", pool=pool) == {"leak": False}
+                               "'LEAK')}", pool=pool, scan_block_at="off") == {"leak": False}
     wait_for_live_processes()
     assert_no_leftovers(gvisor)
 
