@@ -59,7 +59,10 @@ class BwrapSandbox(Sandbox):
             args += ["--setenv", key, value]
         for link, dest in prepared.symlinks.items():
             args += ["--symlink", dest, link]
-        made: set[str] = set()
+        # The private /tmp comes first: a bind below it (a venv under the host's /tmp) must
+        # land on top of the tmpfs, not be hidden by it.
+        args += ["--perms", "1777", "--size", str(limits.disk_bytes), "--tmpfs", SANDBOX_TMP]
+        made: set[str] = {SANDBOX_TMP}
         for m in prepared.mounts:
             # bwrap would create missing parents with the host's modes (e.g. /root 0700,
             # so nobody could reach a Python under /root); create them 0755 ourselves.
@@ -68,9 +71,7 @@ class BwrapSandbox(Sandbox):
                     made.add(str(parent))
                     args += ["--perms", "0755", "--dir", str(parent)]
             args += ["--bind" if m.writable else "--ro-bind", str(m.source), m.target]
-        args += ["--proc", "/proc", "--dev", "/dev",
-                 "--perms", "1777", "--size", str(limits.disk_bytes), "--tmpfs", SANDBOX_TMP,
-                 "--chdir", WORK]
+        args += ["--proc", "/proc", "--dev", "/dev", "--chdir", WORK]
         # Inside, still root in the new namespaces: drop to nobody, drop every capability,
         # forbid gaining privileges, then set the per-process limits and exec the program.
         args += [self.setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
