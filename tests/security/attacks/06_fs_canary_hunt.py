@@ -7,7 +7,9 @@ verdict: ok
 import os
 import stat
 
-skip = ("/proc", "/sys", "/usr", "/dev", os.environ["SITE_PACKAGES"].split("/lib/")[0])
+# The Python trees (a venv's and the interpreter's own) are public code, not secrets.
+skip = ("/proc", "/sys", "/usr", "/dev", os.environ["SITE_PACKAGES"].split("/lib/")[0],
+        os.environ["PYTHON_EXE"].split("/bin/")[0])
 seen = 0
 for top in os.listdir("/"):
     start = "/" + top
