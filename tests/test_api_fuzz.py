@@ -22,7 +22,6 @@ import math
 import struct
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import hypothesis
@@ -36,7 +35,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 
 from clowder_ml.errors import ERRORS_BY_CODE, ClowderMLError
-from tests.conftest import Api, _make_api
+from tests.conftest import Api
 
 MAX_EXAMPLES = 40
 SEED_NAME = "fuzzset"
@@ -137,17 +136,12 @@ def _seed(api: Api) -> dict[str, Any]:
     return ds
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fuzz_api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
-    yield from _make_api(tmp_path, url)
-
-
 @pytest.fixture
-def fuzz_schema(fuzz_api: Api) -> Iterator[Any]:
-    ds = _seed(fuzz_api)
-    schema = schemathesis.openapi.from_asgi("/openapi.json", fuzz_api.app)
-    schema.config.update(headers=fuzz_api.h())
+def fuzz_schema(api: Api) -> Iterator[Any]:
+    """The schema of a seeded app, on each database (the ``api`` fixture's params)."""
+    ds = _seed(api)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", api.app)
+    schema.config.update(headers=api.h())
 
     real_refs = [SEED_NAME, ds["id"], f"admin:{SEED_NAME}"]
 
