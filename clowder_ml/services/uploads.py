@@ -526,7 +526,8 @@ class UploadService:
             if row is not None:
                 row.state = UploadState.COMPLETED.value
                 row.offset = row.length
-                row.sha256 = digest if not row.unpack else row.sha256
+                if not row.unpack:  # a zip's entries carry their own digests
+                    row.sha256 = digest
                 row.version = version.number
 
     def _fail(self, upload_id: str, reason: str) -> None:
