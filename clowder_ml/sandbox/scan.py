@@ -1347,6 +1347,10 @@ def _bandit_issue(r: Any) -> _BanditIssue:
 
 
 _NO_NET = "The sandbox has no network, so this would fail anyway."
+_SHELL_MSG = ("Running shell commands is not allowed in training code; the sandbox has no"
+              " shell access.")
+_PROGRAM_MSG = ("Starting other programs is not allowed in training code; the sandbox has no"
+                " programs besides Python.")
 _SHELL_HINT = ("Do the work in Python instead (pathlib, shutil, pandas, …); the sandbox"
                " contains only Python and your inputs.")
 
@@ -1400,16 +1404,11 @@ _BANDIT_TEXT: dict[str, tuple[str, str, Severity | None]] = {
     "B506": ("`yaml.load` can build arbitrary Python objects from the file.",
              "Use yaml.safe_load().", None),
     "B601": ("This runs commands on another machine over SSH. " + _NO_NET, "Remove it.", "high"),
-    "B602": ("Running shell commands is not allowed in training code; the sandbox has no shell"
-             " access.", "Remove the subprocess call. " + _SHELL_HINT, "high"),
-    "B603": ("Starting other programs is not allowed in training code; the sandbox has no"
-             " programs besides Python.", "Remove the subprocess call. " + _SHELL_HINT, "high"),
-    "B604": ("Running shell commands is not allowed in training code; the sandbox has no shell"
-             " access.", "Remove shell=True and the command. " + _SHELL_HINT, "high"),
-    "B605": ("Running shell commands is not allowed in training code; the sandbox has no shell"
-             " access.", "Remove the call. " + _SHELL_HINT, "high"),
-    "B606": ("Starting other programs is not allowed in training code; the sandbox has no"
-             " programs besides Python.", "Remove the call. " + _SHELL_HINT, "high"),
+    "B602": (_SHELL_MSG, "Remove the subprocess call. " + _SHELL_HINT, "high"),
+    "B603": (_PROGRAM_MSG, "Remove the subprocess call. " + _SHELL_HINT, "high"),
+    "B604": (_SHELL_MSG, "Remove shell=True and the command. " + _SHELL_HINT, "high"),
+    "B605": (_SHELL_MSG, "Remove the call. " + _SHELL_HINT, "high"),
+    "B606": (_PROGRAM_MSG, "Remove the call. " + _SHELL_HINT, "high"),
     "B607": ("This starts a program found by name on the PATH; the sandbox has no such"
              " programs.", "Remove the call. " + _SHELL_HINT, "high"),
     "B608": ("This builds an SQL query by pasting strings together; values with quotes break it"
