@@ -24,7 +24,7 @@ import select
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -352,28 +352,22 @@ def _apply_stream(sandbox: Sandbox | None, limits: Limits, code: str, function_n
     def feed() -> None:
         dumps = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode
         chunk: list[bytes] = []
-        try:
-            for rec in records:
-                if isinstance(rec, bytes | bytearray | memoryview):
-                    line = bytes(rec).rstrip(b"\r\n")
-                    if b"\n" in line:
-                        raise ValidationFailed(f"Record {sent[0]} holds a newline; "
-                                               "bytes records must be one JSONL line each")
-                else:
-                    line = dumps(rec).encode()  # not JSON: the caller's error, raised to them
-                chunk.append(line)
-                sent[0] += 1
-                if len(chunk) >= batch and not send(chunk):
-                    return
-            if chunk:
-                send(chunk)
-        except BaseException as exc:  # the caller's records failed: reported to them
-            writer_error.append(exc)
-        finally:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
+        for rec in records:
+            if isinstance(rec, bytes | bytearray | memoryview):
+                line = bytes(rec).rstrip(b"\r\n")
+                if b"\n" in line:
+                    raise ValidationFailed(f"Record {sent[0]} holds a newline; "
+                                           "bytes records must be one JSONL line each")
+            else:
+                line = dumps(rec).encode()  # not JSON: the caller's error, raised to them
+            chunk.append(line)
+            sent[0] += 1
+            if len(chunk) >= batch and not send(chunk):
+                return
+        if chunk:
+            send(chunk)
 
-    writer = threading.Thread(target=feed, daemon=True, name="apply-feed")
+    writer = _feeder(proc, feed, writer_error, "apply-feed")
     try:
         try:
             _send_frame(proc, {"op": "apply", "code": code, "function": function_name,
@@ -425,6 +419,24 @@ def _apply_stream(sandbox: Sandbox | None, limits: Limits, code: str, function_n
         proc.close()
         if writer.is_alive():
             writer.join(timeout=5)
+
+
+def _feeder(proc: SandboxProcess, body: Callable[[], None], errors: list[BaseException],
+            name: str) -> threading.Thread:
+    """A (not yet started) thread that runs ``body`` to feed the sandbox's stdin, keeps what
+    it raises in ``errors`` (the caller's records failed: reported to them), and always
+    closes stdin so the agent sees the end of the stream."""
+
+    def run() -> None:
+        try:
+            body()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+
+    return threading.Thread(target=run, daemon=True, name=name)
 
 
 def _check_code(code: str, block_at: BlockAt, sandbox: Sandbox | None) -> None:
@@ -487,26 +499,20 @@ def _apply_arrow_stream(sandbox: Sandbox | None, limits: Limits, code: str,
     sent = [0]
 
     def feed() -> None:
-        try:
-            for batch in batches:
-                sink = pa.BufferOutputStream()
-                with pa.ipc.new_stream(sink, batch.schema) as w:
-                    w.write_batch(batch)
-                blob = sink.getvalue().to_pybytes()
-                sent[0] += 1
-                try:
-                    _write_all(proc, _LEN.pack(len(blob)) + blob)
-                except (OSError, ValueError):
-                    return  # the sandbox ended: its verdict says why
-            with contextlib.suppress(OSError, ValueError):
-                _write_all(proc, _LEN.pack(0))
-        except BaseException as exc:  # the caller's batches failed: reported to them
-            writer_error.append(exc)
-        finally:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
+        for batch in batches:
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, batch.schema) as w:
+                w.write_batch(batch)
+            blob = sink.getvalue().to_pybytes()
+            sent[0] += 1
+            try:
+                _write_all(proc, _LEN.pack(len(blob)) + blob)
+            except (OSError, ValueError):
+                return  # the sandbox ended: its verdict says why
+        with contextlib.suppress(OSError, ValueError):
+            _write_all(proc, _LEN.pack(0))
 
-    writer = threading.Thread(target=feed, daemon=True, name="apply-arrow-feed")
+    writer = _feeder(proc, feed, writer_error, "apply-arrow-feed")
     no_deadline = _NO_DEADLINE
     try:
         try:
