@@ -79,6 +79,12 @@ class UploadOffsetMismatch(Conflict):
     code = "upload_offset_mismatch"
 
 
+class InvalidJobTransition(Conflict):
+    """A job state change the state machine forbids (e.g. anything after a terminal state)."""
+
+    code = "invalid_job_transition"
+
+
 class Gone(ClowderMLError):
     code = "gone"
     status = 410
