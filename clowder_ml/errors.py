@@ -156,6 +156,13 @@ class SandboxUnavailable(ServiceUnavailable):
     status = 503
 
 
+class EngineUnavailable(ServiceUnavailable):
+    """The Ray cluster behind the job engine cannot be reached or refused the request."""
+
+    code = "engine_unavailable"
+    status = 503
+
+
 class InternalError(ClowderMLError):
     code = "internal_error"
     status = 500

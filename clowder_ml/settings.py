@@ -68,6 +68,20 @@ class Settings(BaseSettings):
         default="high", description="Lowest scan severity that blocks a run of user code"
     )
 
+    # Job engine (Ray). Unset ray_address: `serve` starts an embedded local head.
+    ray_address: str | None = Field(
+        default=None, description="Ray Jobs API address (http://HOST:8265); embedded head if unset"
+    )
+    ray_auth_token: SecretStr | None = Field(
+        default=None, description="Token for a remote Ray cluster with token auth"
+    )
+    ray_num_cpus: int | None = Field(default=None, description="Embedded head CPUs; all if unset")
+    ray_num_gpus: int | None = Field(default=None, description="Embedded head GPUs; Ray detects")
+    ray_object_store_bytes: int = Field(default=256 << 20, description="Embedded object store")
+    ray_dashboard_port: int | None = Field(
+        default=None, description="Embedded head's dashboard/Jobs API port; a free one if unset"
+    )
+
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True)
 

@@ -1,0 +1,244 @@
+"""Where the job engine's Ray cluster lives: an embedded local head, or a remote address.
+
+``connect(settings)`` is the one entry point. With ``CLOWDER_ML_RAY_ADDRESS`` set it returns
+that cluster and starts nothing; otherwise it starts an :class:`EmbeddedRayHead` (``ray start
+--head``) that the caller must ``stop()`` on shutdown.
+
+Token auth: Ray 2.60 has token authentication (``RAY_AUTH_MODE=token``). The embedded head
+is started with it on and a fresh random token passed through ``RAY_AUTH_TOKEN``; every
+client (our :class:`~clowder_ml.engine.ray_backend.RayJobsBackend`) sends that token as a
+Bearer header. A remote cluster's token is taken from ``CLOWDER_ML_RAY_AUTH_TOKEN`` when set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from clowder_ml.errors import EngineUnavailable
+from clowder_ml.settings import Settings
+
+# Unix socket paths are limited to 107 bytes and Ray puts its sockets at
+# <temp>/session_<date>_<pid>/sockets/plasma_store (about 70 bytes after <temp>), so a temp dir
+# longer than this makes Ray fail at start with an obscure error.
+_MAX_TEMP_DIR_LEN = 36
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    """A reachable Ray cluster: its Jobs API address and the token to use (None: no auth)."""
+
+    address: str
+    auth_token: str | None = None
+    embedded: EmbeddedRayHead | None = None
+
+    def stop(self) -> None:
+        """Stop the embedded head if we started one; a remote cluster is left alone."""
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ray_temp_dir(data_dir: Path) -> Path:
+    """Ray's temp folder for a data folder: ``<data>/ray``, or a short ``/tmp`` one.
+
+    Ray's unix sockets live in the temp folder, and socket paths are short (see
+    ``_MAX_TEMP_DIR_LEN``); when ``<data>/ray`` is too long we use ``/tmp/cml-ray-<hash>``, the
+    hash of the data folder so each data folder still gets its own head folder.
+    """
+    preferred = data_dir / "ray"
+    if len(str(preferred)) <= _MAX_TEMP_DIR_LEN:
+        return preferred
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:10]
+    return Path("/tmp") / f"cml-ray-{digest}"  # noqa: S108 - short path is required, see above
+
+
+def _pids_using(marker: str) -> list[int]:
+    """Pids of processes whose command line mentions ``marker`` (our head's temp folder)."""
+    pids: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+class EmbeddedRayHead:
+    """A local Ray head started with ``ray start --head --block`` as our child process.
+
+    Contract: after ``start()`` returns, ``address`` (``http://127.0.0.1:PORT``) answers the Jobs
+    API and ``auth_token`` is the token it requires. ``stop()`` ends this head only (never other
+    Ray heads on the machine) and is idempotent. All of Ray's ports are picked free, so several
+    heads (e.g. parallel test sessions) can run on one machine.
+    """
+
+    def __init__(
+        self,
+        temp_dir: Path,
+        *,
+        num_cpus: int | None = None,
+        num_gpus: int | None = None,
+        object_store_bytes: int = 256 << 20,
+        dashboard_port: int | None = None,
+        start_timeout_s: float = 90.0,
+    ) -> None:
+        self.temp_dir = temp_dir
+        self.num_cpus = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
+        self.num_gpus = num_gpus
+        self.object_store_bytes = object_store_bytes
+        self.dashboard_port = dashboard_port or _free_port()
+        self.start_timeout_s = start_timeout_s
+        self.auth_token = secrets.token_hex(32)
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _command(self) -> list[str]:
+        ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+        cmd = [
+            ray_bin, "start", "--head", "--block",
+            f"--num-cpus={self.num_cpus}",
+            f"--object-store-memory={self.object_store_bytes}",
+            f"--temp-dir={self.temp_dir}",
+            f"--object-spilling-directory={self.temp_dir / 'spill'}",
+            # Loopback only: the dashboard runs arbitrary jobs for whoever reaches it.
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            "--include-dashboard=true",
+            "--disable-usage-stats",
+            # Fixed default ports (6379, 52365, ...) would clash with any other head here.
+            f"--port={_free_port()}",
+            f"--ray-client-server-port={_free_port()}",
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+        ]
+        if self.num_gpus is not None:
+            cmd.append(f"--num-gpus={self.num_gpus}")
+        return cmd
+
+    def start(self) -> EmbeddedRayHead:
+        """Start the head and wait until its Jobs API answers; raise EngineUnavailable if not."""
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(
+            RAY_USAGE_STATS_ENABLED="0",
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN=self.auth_token,
+        )
+        log = (self.temp_dir / "ray-start.log").open("ab")
+        # Own session: a Ctrl-C to the server is not delivered to Ray; we stop it in order.
+        self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            self._command(), env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + self.start_timeout_s
+        headers = {"Authorization": f"Bearer {self.auth_token}"}
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                tail = (self.temp_dir / "ray-start.log").read_text(errors="replace")[-2000:]
+                self.stop()
+                raise EngineUnavailable(
+                    f"ray start exited with {self._proc.returncode}",
+                    hint=f"see {self.temp_dir / 'ray-start.log'}: {tail[-300:]}",
+                )
+            # Ready means the Jobs API answers and the head node is registered (ALIVE) so a
+            # job can be scheduled and resources are reported; the dashboard comes up first.
+            try:
+                r = httpx.get(
+                    f"{self.address}/api/v0/nodes",
+                    params={"detail": "true", "limit": "10"},
+                    headers=headers,
+                    timeout=2.0,
+                )
+                if r.status_code == 200 and any(
+                    n.get("state") == "ALIVE" for n in r.json()["data"]["result"]["result"]
+                ):
+                    return self
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise EngineUnavailable(
+            f"Ray head did not answer at {self.address} within {self.start_timeout_s:.0f} s",
+            hint=f"see {self.temp_dir / 'ray-start.log'}",
+        )
+
+    def pids(self) -> list[int]:
+        """Pids of this head's processes (they all name our temp folder or its session)."""
+        return _pids_using(str(self.temp_dir))
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """Stop this head only; after it returns none of its processes remain.
+
+        ``ray stop`` would stop every Ray on the machine, so instead: SIGTERM the blocking
+        ``ray start`` (it shuts down the processes it started), then SIGKILL whatever still
+        names our temp folder.
+        """
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        deadline = time.monotonic() + 5.0
+        while True:
+            left = self.pids()
+            if not left:
+                return
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM if time.monotonic() < deadline else signal.SIGKILL)
+            if time.monotonic() > deadline + 5.0:
+                return
+            time.sleep(0.2)
+
+    def __enter__(self) -> EmbeddedRayHead:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def connect(settings: Settings) -> RayCluster:
+    """The configured Ray cluster: remote when ``ray_address`` is set, else a started local head.
+
+    A remote address is used as is (nothing is started or checked here). For the embedded
+    head the caller owns it: call ``RayCluster.stop()`` on shutdown.
+    """
+    if settings.ray_address:
+        token = settings.ray_auth_token.get_secret_value() if settings.ray_auth_token else None
+        return RayCluster(address=settings.ray_address.rstrip("/"), auth_token=token)
+    head = EmbeddedRayHead(
+        ray_temp_dir(settings.resolved_data_dir),
+        num_cpus=settings.ray_num_cpus,
+        num_gpus=settings.ray_num_gpus,
+        object_store_bytes=settings.ray_object_store_bytes,
+        dashboard_port=settings.ray_dashboard_port,
+    ).start()
+    return RayCluster(address=head.address, auth_token=head.auth_token, embedded=head)

@@ -1,0 +1,32 @@
+"""One real Ray head shared by the whole test session (starting one costs seconds)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clowder_ml.engine.ray_backend import RayJobsBackend
+from clowder_ml.engine.ray_cluster import EmbeddedRayHead
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[EmbeddedRayHead]:
+    # A short /tmp folder, not pytest's tmp_path: Ray's socket paths must stay short.
+    temp_dir = Path(tempfile.mkdtemp(prefix="cml-ray-", dir="/tmp"))
+    head = EmbeddedRayHead(temp_dir, num_cpus=2)
+    try:
+        head.start()
+        yield head
+    finally:
+        # Runs on failures and interrupts too: no Ray processes outlive the session.
+        head.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def backend(ray_head: EmbeddedRayHead) -> RayJobsBackend:
+    return RayJobsBackend(ray_head.address, ray_head.auth_token)
