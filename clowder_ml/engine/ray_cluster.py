@@ -102,9 +102,12 @@ class EmbeddedRayHead:
         num_gpus: int | None = None,
         object_store_bytes: int = 256 << 20,
         dashboard_port: int | None = None,
+        spill_dir: Path | None = None,
         start_timeout_s: float = 90.0,
     ) -> None:
         self.temp_dir = temp_dir
+        # Spill files are not sockets, so they may live under the (long) data folder.
+        self.spill_dir = spill_dir or temp_dir / "spill"
         self.num_cpus = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
         self.num_gpus = num_gpus
         self.object_store_bytes = object_store_bytes
@@ -121,7 +124,7 @@ class EmbeddedRayHead:
             f"--num-cpus={self.num_cpus}",
             f"--object-store-memory={self.object_store_bytes}",
             f"--temp-dir={self.temp_dir}",
-            f"--object-spilling-directory={self.temp_dir / 'spill'}",
+            f"--object-spilling-directory={self.spill_dir}",
             # Loopback only: the dashboard runs arbitrary jobs for whoever reaches it.
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={self.dashboard_port}",
@@ -142,6 +145,7 @@ class EmbeddedRayHead:
     def start(self) -> EmbeddedRayHead:
         """Start the head and wait until its Jobs API answers; raise EngineUnavailable if not."""
         self.temp_dir.mkdir(parents=True, exist_ok=True)
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env.update(
             RAY_USAGE_STATS_ENABLED="0",
@@ -240,5 +244,6 @@ def connect(settings: Settings) -> RayCluster:
         num_gpus=settings.ray_num_gpus,
         object_store_bytes=settings.ray_object_store_bytes,
         dashboard_port=settings.ray_dashboard_port,
+        spill_dir=settings.resolved_data_dir / "ray-spill",
     ).start()
     return RayCluster(address=head.address, auth_token=head.auth_token, embedded=head)
