@@ -121,6 +121,13 @@ class ChecksumMismatch(ClowderMLError):
     status = 460  # tus checksum extension's status
 
 
+class ResourcesUnsatisfiable(ClowderMLError):
+    """A job asks for more than the cluster can ever give it (it would wait forever)."""
+
+    code = "resources_unsatisfiable"
+    status = 422
+
+
 class UnsafeArchive(ClowderMLError):
     code = "unsafe_archive"
     status = 422
