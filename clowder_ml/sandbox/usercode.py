@@ -414,11 +414,17 @@ def _apply_stream(sandbox: Sandbox | None, limits: Limits, code: str, function_n
         if not ready or result.verdict is not Verdict.OK or row != sent[0]:
             raise _limit_error(proc, "The apply sandbox")
     finally:
-        if proc.alive:
-            proc.stop()
-        proc.close()
-        if writer.is_alive():
-            writer.join(timeout=5)
+        _teardown(proc, writer)
+
+
+def _teardown(proc: SandboxProcess, writer: threading.Thread) -> None:
+    """End a streaming run however it went: stop the sandbox if still alive, release it,
+    and give the feeder thread a moment to notice its closed pipe."""
+    if proc.alive:
+        proc.stop()
+    proc.close()
+    if writer.is_alive():
+        writer.join(timeout=5)
 
 
 def _feeder(proc: SandboxProcess, body: Callable[[], None], errors: list[BaseException],
@@ -555,11 +561,7 @@ def _apply_arrow_stream(sandbox: Sandbox | None, limits: Limits, code: str,
         if result.verdict is not Verdict.OK or got != sent[0]:
             raise _limit_error(proc, "The apply sandbox")
     finally:
-        if proc.alive:
-            proc.stop()
-        proc.close()
-        if writer.is_alive():
-            writer.join(timeout=5)
+        _teardown(proc, writer)
 
 
 def _read_json_frame(proc: SandboxProcess, deadline: float) -> Any:
