@@ -1,0 +1,1 @@
+"""Built-in tasks the runner can run."""
