@@ -26,6 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from clowder_ml.cli_jobs import jobs_app
 from clowder_ml.errors import ClowderMLError
 
 app = typer.Typer(help="clowder-ml: fine-tune and run models from a dataset.",
@@ -38,6 +39,7 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(users_app, name="users")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(jobs_app, name="jobs", help="Submit and follow jobs (dataset-profile, ...).")
 
 console = Console()
 err_console = Console(stderr=True)

@@ -12,15 +12,17 @@ again after a crash or Ctrl-C continues from the server's offset.
 from __future__ import annotations
 
 import base64
+import codecs
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -39,6 +41,7 @@ DEFAULT_CHUNK = 64 << 20  # per PATCH; stays under common 100 MB proxy body limi
 SEND_PIECE = 1 << 20  # bytes read from the file per write to the socket
 HASH_CHUNK = 8 << 20
 ProgressFn = Callable[[int, int], None]
+T = TypeVar("T")
 
 
 def config_dir() -> Path:
@@ -135,14 +138,15 @@ class Client:
     """A connection to a clowder-ml server."""
 
     def __init__(self, url: str | None = None, token: str | None = None, *,
-                 timeout: float = 300.0, resume_store: ResumeStore | None = None) -> None:
+                 timeout: float = 300.0, resume_store: ResumeStore | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
         saved = load_login()
         self.url = (url or os.environ.get("CLOWDER_ML_URL") or saved.get("url")
                     or "http://127.0.0.1:8000").rstrip("/")
         self.token = token or os.environ.get("CLOWDER_ML_TOKEN") or saved.get("token")
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
-                                 follow_redirects=False)
+                                 follow_redirects=False, transport=transport)
         self.resume_store = resume_store or ResumeStore()
 
     def __enter__(self) -> Client:
@@ -487,6 +491,221 @@ class Client:
 
     def upload_status(self, upload_id: str) -> dict[str, Any]:
         return dict(self._json("GET", f"/api/v1/uploads/{upload_id}"))
+
+    # jobs ------------------------------------------------------------------------------
+    # The Jobs API of docs/jobs.md. Reads that poll or stream (``wait_job``,
+    # ``follow_job_logs``) ride through a server restart: connection errors and 503 answers
+    # are retried with backoff for up to ``JOB_RIDE_THROUGH_S`` seconds in a row.
+
+    def submit_job(self, task: str, *, datasets: Sequence[str | tuple[str, int]] = (),
+                   params: dict[str, Any] | None = None, cpus: float | None = None,
+                   gpus: float | None = None, memory: int | str | None = None,
+                   timeout_s: float | None = None, retries: int | None = None,
+                   inputs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Submit a job and return it (``JobOut``, usually ``pending``).
+
+        ``datasets`` are names (``"iris"``, ``"alice/iris"``) read at their latest version,
+        which the server pins at submission, or ``(name, version)`` pairs; ``inputs`` are
+        further raw ``InputRef`` objects appended after them. ``memory`` is bytes or a size
+        such as ``"2G"``. Resources, timeout and retry policy are sent only when given, so the
+        server's defaults apply otherwise.
+        """
+        refs: list[dict[str, Any]] = []
+        for item in datasets:
+            name, version = (item, None) if isinstance(item, str) else item
+            refs.append({"kind": "dataset", "ref": _ref(name), "version": version})
+        spec: dict[str, Any] = {"task": task, "params": dict(params or {}),
+                                "inputs": refs + list(inputs or [])}
+        asked = {"cpus": cpus, "gpus": gpus, "memory_bytes": memory}
+        resources = {k: v for k, v in asked.items() if v is not None}
+        if resources:
+            spec["resources"] = resources
+        if timeout_s is not None:
+            spec["timeout_s"] = timeout_s
+        if retries is not None:
+            spec["retry"] = {"max_retries": retries}
+        return dict(self._json("POST", "/api/v1/jobs", json=spec))
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/api/v1/jobs/{job_id}"))
+
+    def list_jobs(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Your jobs, oldest first; ``state`` keeps only the jobs in that state."""
+        params = {"state": state} if state else {}
+        return list(self._json("GET", "/api/v1/jobs", params=params))
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """Ask to cancel; the answer may still be running with ``cancel_requested`` set (the
+        state becomes ``cancelled`` once Ray stopped it: ``wait_job`` to see it)."""
+        return dict(self._json("POST", f"/api/v1/jobs/{job_id}/cancel"))
+
+    def job_events(self, job_id: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/api/v1/jobs/{job_id}/events"))
+
+    def job_logs(self, job_id: str, offset: int = 0) -> str:
+        """The job's log from byte ``offset`` on, as written so far."""
+        resp = self.request("GET", f"/api/v1/jobs/{job_id}/logs",
+                            params={"offset": offset, "follow": "false"})
+        return resp.content.decode("utf-8", errors="replace")
+
+    def follow_job_logs(self, job_id: str, offset: int = 0) -> Iterator[str]:
+        """Yield the job's log as it is written, from byte ``offset`` until the job is terminal.
+
+        A dropped stream (server restart, proxy timeout) is reopened from the byte offset
+        reached, with the same backoff as uploads; it gives up with ``ServiceUnavailable``
+        once the server has been unreachable for ``JOB_RIDE_THROUGH_S`` seconds in a row.
+        Errors such as ``NotFound`` are raised at once.
+        """
+        url = f"/api/v1/jobs/{job_id}/logs"
+        # One decoder for the whole byte stream: a reconnection resumes at the exact byte, so
+        # a character split across two connections still decodes.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        backoff = _Backoff()
+        while True:
+            got = False
+            try:
+                with self.http.stream("GET", url, params={"offset": offset,
+                                                          "follow": "true"}) as resp:
+                    if resp.status_code >= 400:
+                        resp.read()
+                        self._check(resp)
+                    for chunk in resp.iter_bytes():
+                        offset += len(chunk)
+                        got = True
+                        if text := decoder.decode(chunk):
+                            yield text
+            except (httpx.TransportError, ServiceUnavailable) as exc:
+                backoff.wait(ServiceUnavailable(
+                    f"Log stream of {job_id} interrupted at byte {offset}: {exc}",
+                    "Follow it again; it continues where it stopped."))
+                continue
+            # The server ends the stream when the job is terminal, but a proxy or a server
+            # shutting down may end it early: only the job's state tells the two apart.
+            job = self._ride_through(lambda: self.get_job(job_id))
+            if job["state"] in TERMINAL_JOB_STATES:
+                # Bytes written between the end of the stream and the job's end, if any.
+                rest = self._ride_through(functools.partial(
+                    self.request, "GET", url, params={"offset": offset, "follow": "false"},
+                )).content
+                if text := decoder.decode(rest, final=True):
+                    yield text
+                return
+            if got:
+                backoff.reset()
+            else:  # an empty stream on a live job: do not spin
+                backoff.wait(ServiceUnavailable(
+                    f"The log stream of {job_id} keeps ending while the job is "
+                    f"{job['state']}."))
+
+    def job_metrics(self, job_id: str, name: str | None = None, after: int = 0,
+                    ) -> list[dict[str, Any]]:
+        """Metric points (``id``, ``step``, ``name``, ``value``, ``at``) with ``id > after``,
+        oldest first; pass the last ``id`` seen as ``after`` to poll for new ones."""
+        params: dict[str, Any] = {"after": after}
+        if name:
+            params["name"] = name
+        return list(self._json("GET", f"/api/v1/jobs/{job_id}/metrics", params=params))
+
+    def job_outputs(self, job_id: str) -> list[dict[str, Any]]:
+        """The files the job wrote (``path``, ``sha256``, ``size``)."""
+        return list(self._json("GET", f"/api/v1/jobs/{job_id}/outputs"))
+
+    def download_job_output(self, job_id: str, path: str, dest: str | Path) -> Path:
+        """Download one output file to ``dest`` (a file, or a folder to put it in). The file
+        appears under its final name only once complete and matching its listed sha256."""
+        out = Path(dest)
+        if out.is_dir():
+            out = out / Path(path).name
+        expected = {o["path"]: o.get("sha256") for o in self.job_outputs(job_id)}.get(path)
+        part = out.with_name(out.name + ".part")
+        h = hashlib.sha256()
+        try:
+            with self.http.stream("GET", f"/api/v1/jobs/{job_id}/outputs/{path}") as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    self._check(resp)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with open(part, "wb") as fh:
+                    for chunk in resp.iter_bytes(1 << 20):
+                        fh.write(chunk)
+                        h.update(chunk)
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(f"Download interrupted: {exc}",
+                                     "Run the same command again.") from exc
+        if expected and h.hexdigest() != expected:
+            part.unlink()
+            raise ValidationFailed(f"Output {path} does not match its sha256; removed it.",
+                                   "Download it again.")
+        os.replace(part, out)
+        return out
+
+    def wait_job(self, job_id: str, timeout_s: float | None = None, poll_s: float = 0.5,
+                 on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll the job until it is terminal (succeeded, failed or cancelled) and return it.
+
+        ``on_update`` gets the job after every poll. Connection errors and 503 answers are
+        ridden through for up to ``JOB_RIDE_THROUGH_S`` seconds in a row (then
+        ``ServiceUnavailable``); ``TimeoutError`` once ``timeout_s`` passed with the job
+        still live (the job itself keeps running).
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        backoff = _Backoff()
+        while True:
+            try:
+                job = self.get_job(job_id)
+            except ServiceUnavailable as exc:
+                backoff.wait(exc)
+                state = "unknown (server unreachable)"
+            else:
+                backoff.reset()
+                if on_update:
+                    on_update(job)
+                state = str(job["state"])
+                if state in TERMINAL_JOB_STATES:
+                    return job
+                time.sleep(poll_s if deadline is None
+                           else max(0.0, min(poll_s, deadline - time.monotonic())))
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"Job {job_id} is still {state} after {timeout_s} s.")
+
+    def _ride_through(self, fn: Callable[[], T]) -> T:
+        """``fn()``, retried with backoff while the server is unreachable or answers 503."""
+        backoff = _Backoff()
+        while True:
+            try:
+                return fn()
+            except ServiceUnavailable as exc:
+                backoff.wait(exc)
+
+
+# jobs: states and retry pacing (used by the jobs section of Client) ----------------------
+
+TERMINAL_JOB_STATES = frozenset({"succeeded", "failed", "cancelled"})
+JOB_RIDE_THROUGH_S = 60.0  # long enough for a server restart, short enough to notice an outage
+
+
+class _Backoff:
+    """Backoff between retries of a read while the server is away: sleeps like ``upload``
+    does across a restart (0.5, 1, 2, 4, 8, then 10 s) and re-raises the error once failures
+    in a row have lasted ``budget_s``."""
+
+    def __init__(self, budget_s: float = JOB_RIDE_THROUGH_S) -> None:
+        self.budget_s = budget_s
+        self.failures = 0
+        self.since: float | None = None
+
+    def reset(self) -> None:
+        self.failures, self.since = 0, None
+
+    def wait(self, error: ClowderMLError) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        left = self.budget_s - (now - self.since)
+        if left <= 0:
+            raise error
+        self.failures += 1
+        time.sleep(min(0.25 * 2.0 ** self.failures, 10.0, left))
 
 
 __all__ = ["Client", "ClowderMLError", "ResumeStore"]
