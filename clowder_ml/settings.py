@@ -82,6 +82,28 @@ class Settings(BaseSettings):
         default=None, description="Embedded head's dashboard/Jobs API port; a free one if unset"
     )
 
+    engine_enabled: bool = Field(
+        default=True, description="Run jobs (start or reach Ray); off: jobs stay pending"
+    )
+    ray_lost_after_s: float = Field(
+        default=30.0, description="Ray unreachable this long: its running jobs count as lost"
+    )
+    max_running_jobs_per_user: int = Field(
+        default=4, ge=1, description="More of one user's jobs than this wait in the queue"
+    )
+    job_api_url: str | None = Field(
+        default=None, description="API URL the runner calls back; `serve` sets the local one"
+    )
+    job_python: str | None = Field(
+        default=None, description="Python that runs the runner on Ray nodes; this one if unset"
+    )
+    job_env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables for every job (JSON)"
+    )
+    extra_tasks: list[str] = Field(
+        default_factory=list, description="Modules with more tasks (each exports TASKS)"
+    )
+
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True)
 
@@ -102,11 +124,17 @@ class Settings(BaseSettings):
         return self.resolved_data_dir / "tmp"
 
     @property
+    def jobs_dir(self) -> Path:
+        """Per-job files (logs) live in ``<jobs_dir>/<job id>/``."""
+        return self.resolved_data_dir / "jobs"
+
+    @property
     def sqlalchemy_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.resolved_data_dir / 'clowder-ml.sqlite3'}"
 
     def ensure_dirs(self) -> None:
-        for d in (self.resolved_data_dir, self.blobs_dir, self.uploads_dir, self.tmp_dir):
+        for d in (self.resolved_data_dir, self.blobs_dir, self.uploads_dir, self.tmp_dir,
+                  self.jobs_dir):
             d.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -212,6 +213,58 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(default=None)
+    # When the runner process started (as it reported), for the RUNNING transition.
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Ray's submission id of the current attempt: the job id, then "<id>-a2", "<id>-a3"...
+    ray_submission_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # While not running: what the job waits for, in words ("needs 1 GPU; 0 of 0 free").
+    waiting_for: Mapped[str | None] = mapped_column(Text, default=None)
+    # The runner's latest {"done", "total", "message"}.
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Bytes of log stored so far (the log itself is a file under <data>/jobs/<id>/).
+    log_size: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class JobToken(Base):
+    """The runner's credential: reaches only its job's inputs and outputs, and only until the
+    job ends (tokens are revoked at the terminal transition). Only a hash is stored."""
+
+    __tablename__ = "job_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class JobMetric(Base):
+    """One point of a job's metric series (step, name, value)."""
+
+    __tablename__ = "job_metrics"
+    __table_args__ = (Index("ix_job_metrics_job_id_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(128))
+    value: Mapped[float | None] = mapped_column(Float, default=None)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobOutput(Base):
+    """A file a job produced, stored as a blob by digest."""
+
+    __tablename__ = "job_outputs"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class JobEvent(Base):
