@@ -1,0 +1,107 @@
+"""Which tasks exist, what params each accepts, what inputs it needs, and where its code is.
+
+The server validates a submission against a :class:`TaskDef` (params model, input rule) without
+importing the task's code; the runner imports ``TaskDef.entry`` ("module:function") only inside
+the job, so heavy imports (PyTorch) never load in the API server.
+
+More tasks can be added by modules named in ``CLOWDER_ML_EXTRA_TASKS``; each exports ``TASKS``,
+a list of :class:`TaskDef`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from clowder_ml.errors import ValidationFailed
+
+if TYPE_CHECKING:
+    from clowder_ml.tasks.context import TaskContext
+
+
+class TaskParams(BaseModel):
+    """Base of every task's params: unknown params are refused, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class TaskDef:
+    """A task: its name, params model, how many dataset inputs it takes, and its code.
+
+    ``entry`` is "module:function"; the function takes a ``TaskContext`` and returns the
+    task's JSON-serializable result.
+    """
+
+    name: str
+    summary: str
+    params: type[TaskParams]
+    entry: str
+    min_datasets: int = 0
+    max_datasets: int | None = None
+
+    def load(self) -> Callable[[TaskContext], dict[str, Any]]:
+        module, _, func = self.entry.partition(":")
+        fn: Callable[[TaskContext], dict[str, Any]] = getattr(importlib.import_module(module),
+                                                              func)
+        return fn
+
+    def parse_params(self, params: dict[str, Any]) -> TaskParams:
+        """Validated params; ``ValidationFailed`` naming every bad field otherwise."""
+        try:
+            return self.params.model_validate(params)
+        except ValidationError as exc:
+            bad = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'params'}: {e['msg']}"
+                            for e in exc.errors()[:5])
+            raise ValidationFailed(f"Invalid params for task {self.name!r}: {bad}.",
+                                   f"Accepted params: {', '.join(self.params.model_fields)}"
+                                   if self.params.model_fields else "This task takes no params."
+                                   ) from None
+
+
+class DatasetProfileParams(TaskParams):
+    label: str | None = Field(default=None, max_length=256,
+                              description="Label column; auto-detected when unset")
+    max_rows: int | None = Field(default=None, ge=1, description="Stop each table after this")
+
+
+BUILTIN: tuple[TaskDef, ...] = (
+    TaskDef(
+        name="dataset-profile",
+        summary="Row counts, column types, missing values, label distribution, duplicate rows "
+                "of tabular files; counts and sizes of images",
+        params=DatasetProfileParams,
+        entry="clowder_ml.tasks.profile_task:run",
+        min_datasets=1,
+        max_datasets=1,
+    ),
+)
+
+
+class TaskRegistry:
+    """The tasks a server (or runner) knows: the built-ins plus extra modules."""
+
+    def __init__(self, extra_modules: Iterable[str] = ()) -> None:
+        self._tasks: dict[str, TaskDef] = {t.name: t for t in BUILTIN}
+        for name in extra_modules:
+            try:
+                module = importlib.import_module(name)
+            except ImportError as exc:
+                raise ValidationFailed(f"Cannot import task module {name!r}: {exc}",
+                                       "Check CLOWDER_ML_EXTRA_TASKS and PYTHONPATH.") from exc
+            for task in getattr(module, "TASKS", ()):
+                self._tasks[task.name] = task
+
+    def get(self, name: str) -> TaskDef:
+        task = self._tasks.get(name)
+        if task is None:
+            raise ValidationFailed(f"Unknown task {name!r}.",
+                                   f"Known tasks: {', '.join(sorted(self._tasks))}.")
+        return task
+
+    def names(self) -> list[str]:
+        return sorted(self._tasks)
