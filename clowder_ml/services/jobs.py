@@ -1,8 +1,10 @@
-"""Jobs in the database: creation, visibility, and the only way a job's state changes.
+"""Jobs in the database: submission, visibility, cancel requests, and the only way a job's
+state changes.
 
 ``transition`` is a compare-and-set on the current state: of two concurrent changes (say the
 Ray watcher's SUCCEEDED and a user's CANCELLED) exactly one wins, the other gets
-``InvalidJobTransition``; a terminal job never changes again. Every change writes an event.
+``InvalidJobTransition``; a terminal job never changes again. Every change writes an event, and
+the terminal one revokes the job's runner tokens.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from clowder_ml.db.models import Job, JobEvent, User, utcnow
+from clowder_ml.db.models import Job, JobEvent, JobOutput, JobToken, User, utcnow
 from clowder_ml.db.session import Database
-from clowder_ml.engine.spec import JobSpec
+from clowder_ml.engine.spec import InputRef, JobSpec
 from clowder_ml.engine.states import JobState, check_transition
-from clowder_ml.errors import InvalidJobTransition, NotFound
+from clowder_ml.errors import InvalidJobTransition, NotFound, ValidationFailed
+from clowder_ml.services import datasets
+from clowder_ml.tasks.registry import TaskRegistry
 
 ID_PREFIX = "job_"
 
@@ -31,6 +35,45 @@ def create(s: Session, owner: User, spec: JobSpec) -> Job:
     s.flush()
     s.add(JobEvent(job_id=job.id, state=JobState.PENDING.value, message="job created"))
     return job
+
+
+def _pin(s: Session, user: User, item: InputRef) -> InputRef:
+    """The input with its dataset named by id and its version fixed (latest when unset).
+
+    A dataset the user cannot read is NotFound, exactly as everywhere else.
+    """
+    if item.kind == "model":
+        raise ValidationFailed("Model inputs are not supported yet.",
+                               "Pass datasets; model versions come with the model registry.")
+    ds = datasets.resolve(s, user, item.ref)
+    version = datasets.get_version(s, ds, item.version)
+    if version is None:
+        raise ValidationFailed(f"Dataset {item.ref!r} has no files yet.",
+                               "Upload files to it before running a job on it.")
+    if item.kind == "file":
+        if not item.path:
+            raise ValidationFailed("A file input needs 'path'.")
+        datasets.get_file(s, ds, item.path, version.number)
+    return item.model_copy(update={"ref": ds.id, "version": version.number,
+                                   "mount": item.mount or ds.name})
+
+
+def submit(s: Session, user: User, spec: JobSpec, registry: TaskRegistry) -> Job:
+    """Validate ``spec`` (task, params, inputs the user can read) and record a PENDING job.
+
+    Dataset inputs are pinned to a version now, so the job reads exactly what the user saw
+    when submitting, whatever is uploaded later.
+    """
+    task = registry.get(spec.task)
+    task.parse_params(spec.params)
+    pinned = [_pin(s, user, item) for item in spec.inputs]
+    n = sum(1 for item in pinned if item.kind == "dataset")
+    if n < task.min_datasets or (task.max_datasets is not None and n > task.max_datasets):
+        want = (str(task.min_datasets) if task.min_datasets == task.max_datasets
+                else f"at least {task.min_datasets}")
+        raise ValidationFailed(f"Task {task.name!r} takes {want} dataset input(s); got {n}.",
+                               "Name the dataset with --dataset NAME.")
+    return create(s, user, spec.model_copy(update={"inputs": pinned}))
 
 
 def get(s: Session, user: User, job_id: str) -> Job:
@@ -51,13 +94,72 @@ def list_visible(s: Session, user: User, state: JobState | None = None) -> list[
     return list(s.scalars(q))
 
 
+def active(s: Session) -> list[Job]:
+    """Jobs Ray has (SUBMITTED or RUNNING), oldest first."""
+    return list(s.scalars(select(Job).where(Job.state.in_(
+        (JobState.SUBMITTED.value, JobState.RUNNING.value))).order_by(Job.created_at)))
+
+
+def pending(s: Session) -> list[Job]:
+    """Jobs waiting to be handed to Ray, in submission order (the queue)."""
+    return list(s.scalars(select(Job).where(Job.state == JobState.PENDING.value)
+                          .order_by(Job.created_at, Job.id)))
+
+
+def queue_position(s: Session, job: Job) -> int | None:
+    """1-based place of a PENDING job among all pending jobs; None for other states."""
+    if job.state != JobState.PENDING.value:
+        return None
+    ahead = s.scalar(select(func.count()).select_from(Job).where(
+        Job.state == JobState.PENDING.value, Job.created_at < job.created_at))
+    return int(ahead or 0) + 1
+
+
+def request_cancel(db: Database, user: User, job_id: str) -> Job:
+    """Cancel a job: a PENDING one at once; a submitted or running one is flagged, and the
+    dispatcher stops it on Ray and records CANCELLED when Ray reports it stopped.
+
+    Cancelling a terminal job is a no-op that returns it (idempotent for retrying clients).
+    """
+    with db.session() as s:
+        job = get(s, user, job_id)
+        state = JobState(job.state)
+        if state.is_terminal() or job.cancel_requested:
+            s.expunge(job)
+            return job
+        if state is not JobState.PENDING:
+            job.cancel_requested = True
+            s.add(JobEvent(job_id=job.id, state=job.state,
+                           message=f"cancel requested by {user.username}"))
+            s.flush()
+            s.refresh(job)
+            s.expunge(job)
+            return job
+    try:
+        return transition(db, job_id, JobState.CANCELLED, f"cancelled by {user.username}",
+                          reason=f"Cancelled by {user.username} before it started.")
+    except InvalidJobTransition:  # the dispatcher submitted it meanwhile: flag it instead
+        return request_cancel(db, user, job_id)
+
+
+def add_event(s: Session, job: Job, message: str) -> None:
+    """A notable moment that is not a state change (shown in the job's event list)."""
+    s.add(JobEvent(job_id=job.id, state=job.state, message=message[:2000]))
+
+
+def output_digests(s: Session) -> set[str]:
+    """Digests of every stored job output (kept by the blob garbage collector)."""
+    return set(s.scalars(select(JobOutput.sha256).distinct()))
+
+
 def events(s: Session, job: Job) -> list[JobEvent]:
     return list(s.scalars(select(JobEvent).where(JobEvent.job_id == job.id)
                           .order_by(JobEvent.id)))
 
 
 def transition(db: Database, job_id: str, new: JobState, message: str, *,
-               reason: str | None = None, result: Mapping[str, Any] | None = None) -> Job:
+               reason: str | None = None, result: Mapping[str, Any] | None = None,
+               extra: Mapping[str, Any] | None = None) -> Job:
     """Move a job to ``new`` if the state machine allows it from its current state.
 
     Raises ``InvalidJobTransition`` when it does not, including when a concurrent change
@@ -77,6 +179,9 @@ def transition(db: Database, job_id: str, new: JobState, message: str, *,
             values["result"] = dict(result)
         if new.is_terminal():
             values["ended_at"] = now
+        if new is not JobState.PENDING:
+            values["waiting_for"] = None
+        values.update(extra or {})
         if current is not JobState.PENDING and new is JobState.PENDING:
             values["attempt"] = job.attempt + 1  # a retry
         # Compare-and-set: only if nobody changed the state since we read it.
@@ -86,6 +191,11 @@ def transition(db: Database, job_id: str, new: JobState, message: str, *,
             raise InvalidJobTransition(
                 f"Job {job_id!r} changed state concurrently; {new.value} was not applied.")
         s.add(JobEvent(job_id=job_id, state=new.value, message=message))
+        if new.is_terminal() or new is JobState.PENDING:
+            # The runner's credential ends with its attempt (a retry gets a new one).
+            s.execute(update(JobToken).where(JobToken.job_id == job_id,
+                                             JobToken.revoked_at.is_(None))
+                      .values(revoked_at=now))
         s.flush()
         s.expire(job)
         s.refresh(job)
