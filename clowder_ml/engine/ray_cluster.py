@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -34,6 +35,8 @@ from clowder_ml.settings import Settings
 # <temp>/session_<date>_<pid>/sockets/plasma_store (about 70 bytes after <temp>), so a temp dir
 # longer than this makes Ray fail at start with an obscure error.
 _MAX_TEMP_DIR_LEN = 36
+# Address and token of a running embedded head, for the next server process to adopt.
+STATE_FILE = "head.json"
 
 
 @dataclass(frozen=True)
@@ -162,11 +165,12 @@ class EmbeddedRayHead:
         deadline = time.monotonic() + self.start_timeout_s
         headers = {"Authorization": f"Bearer {self.auth_token}"}
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+            rc = self._proc.poll()
+            if rc is not None:
                 tail = (self.temp_dir / "ray-start.log").read_text(errors="replace")[-2000:]
                 self.stop()
                 raise EngineUnavailable(
-                    f"ray start exited with {self._proc.returncode}",
+                    f"ray start exited with {rc}",
                     hint=f"see {self.temp_dir / 'ray-start.log'}: {tail[-300:]}",
                 )
             # Ready means the Jobs API answers and the head node is registered (ALIVE) so a
@@ -181,6 +185,7 @@ class EmbeddedRayHead:
                 if r.status_code == 200 and any(
                     n.get("state") == "ALIVE" for n in r.json()["data"]["result"]["result"]
                 ):
+                    self._save_state()
                     return self
             except (httpx.HTTPError, ValueError, KeyError, TypeError):
                 pass
@@ -190,6 +195,44 @@ class EmbeddedRayHead:
             f"Ray head did not answer at {self.address} within {self.start_timeout_s:.0f} s",
             hint=f"see {self.temp_dir / 'ray-start.log'}",
         )
+
+    @property
+    def state_file(self) -> Path:
+        return self.temp_dir / STATE_FILE
+
+    def _save_state(self) -> None:
+        # Owner-only: the token in it runs arbitrary code on the cluster.
+        tmp = self.state_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"address": self.address, "auth_token": self.auth_token,
+                       "dashboard_port": self.dashboard_port}, f)
+        tmp.replace(self.state_file)
+
+    @classmethod
+    def adopt(cls, temp_dir: Path, spill_dir: Path | None = None) -> EmbeddedRayHead | None:
+        """The head a previous server process started on this data folder, if it still
+        answers (a server killed without shutdown leaves its head and jobs running)."""
+        try:
+            state = json.loads((temp_dir / STATE_FILE).read_text())
+            head = cls(temp_dir, dashboard_port=int(state["dashboard_port"]), spill_dir=spill_dir)
+            head.auth_token = str(state["auth_token"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not head.pids():
+            return None
+        try:
+            r = httpx.get(f"{head.address}/api/version", timeout=3.0,
+                          headers={"Authorization": f"Bearer {head.auth_token}"})
+        except httpx.HTTPError:
+            return None
+        return head if r.status_code == 200 else None
+
+    def alive(self) -> bool:
+        """Whether the head's processes still run (ours, or an adopted head's)."""
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return bool(self.pids())
 
     def pids(self) -> list[int]:
         """Pids of this head's processes (they all name our temp folder or its session)."""
@@ -202,6 +245,7 @@ class EmbeddedRayHead:
         ``ray start`` (it shuts down the processes it started), then SIGKILL whatever still
         names our temp folder.
         """
+        self.state_file.unlink(missing_ok=True)
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -233,17 +277,24 @@ def connect(settings: Settings) -> RayCluster:
     """The configured Ray cluster: remote when ``ray_address`` is set, else a started local head.
 
     A remote address is used as is (nothing is started or checked here). For the embedded
-    head the caller owns it: call ``RayCluster.stop()`` on shutdown.
+    head the caller owns it: call ``RayCluster.stop()`` on shutdown. A head left running by
+    a server that was killed is adopted, not duplicated, so its jobs keep their cluster.
     """
     if settings.ray_address:
         token = settings.ray_auth_token.get_secret_value() if settings.ray_auth_token else None
         return RayCluster(address=settings.ray_address.rstrip("/"), auth_token=token)
+    temp_dir = ray_temp_dir(settings.resolved_data_dir)
+    spill_dir = settings.resolved_data_dir / "ray-spill"
+    adopted = EmbeddedRayHead.adopt(temp_dir, spill_dir)
+    if adopted is not None:
+        return RayCluster(address=adopted.address, auth_token=adopted.auth_token,
+                          embedded=adopted)
     head = EmbeddedRayHead(
-        ray_temp_dir(settings.resolved_data_dir),
+        temp_dir,
         num_cpus=settings.ray_num_cpus,
         num_gpus=settings.ray_num_gpus,
         object_store_bytes=settings.ray_object_store_bytes,
         dashboard_port=settings.ray_dashboard_port,
-        spill_dir=settings.resolved_data_dir / "ray-spill",
+        spill_dir=spill_dir,
     ).start()
     return RayCluster(address=head.address, auth_token=head.auth_token, embedded=head)

@@ -1,0 +1,387 @@
+"""The dispatcher: hands queued jobs to Ray and keeps every job's state in step with Ray's.
+
+One loop per server, woken by submissions, cancels and finishes, and otherwise every
+``tick_s``. Each pass (``step``, blocking, run in a thread):
+
+1. asks Ray for all its jobs (one call), then for every job we think Ray has (SUBMITTED or
+   RUNNING) settles what Ray says: stop it if cancelled or over its timeout, explain what it
+   waits for, or record how it ended when the runner could not say so itself;
+2. hands PENDING jobs to Ray in submission order while their owner has a free slot, after
+   failing fast those the cluster can never run.
+
+Restart safety: the server keeps no state that matters in memory. Our job id is Ray's
+submission id, so a job submitted just before a crash is found again (Ray answers "already
+exists") instead of being run twice; jobs that ran on while the server was down are settled
+by the first pass. When Ray no longer knows a job, or stays unreachable for
+``ray_lost_after_s``, the job is lost: resubmitted if its retry policy allows, else FAILED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from anyio import to_thread
+
+from clowder_ml.db.models import Job
+from clowder_ml.db.session import Database
+from clowder_ml.engine import ray_cluster
+from clowder_ml.engine.feasibility import check_feasible
+from clowder_ml.engine.ray_backend import (
+    ClusterResources,
+    RayJobsBackend,
+    RayJobState,
+    RayJobStatus,
+)
+from clowder_ml.engine.ray_cluster import RayCluster
+from clowder_ml.engine.spec import JobSpec
+from clowder_ml.engine.states import JobState
+from clowder_ml.errors import (
+    AlreadyExists,
+    ClowderMLError,
+    EngineUnavailable,
+    InvalidJobTransition,
+    NotFound,
+    ResourcesUnsatisfiable,
+)
+from clowder_ml.services import job_runs, job_tokens, jobs
+from clowder_ml.settings import Settings
+
+log = logging.getLogger("clowder_ml.engine")
+RESOURCES_TTL_S = 15.0
+RUNNER_MODULE = "clowder_ml.runner"
+
+
+@dataclass
+class _Pass:
+    """What one pass learned about the cluster (reservations of jobs Ray is running)."""
+
+    running_cpus: float = 0.0
+    running_gpus: float = 0.0
+
+
+def submission_id(job: Job) -> str:
+    """Ray's id for the job's current attempt: the job id, then ``<id>-a2``, ``<id>-a3``..."""
+    return job.id if job.attempt == 1 else f"{job.id}-a{job.attempt}"
+
+
+def threads_for(cpus: float) -> int:
+    """Threads a job may use: the CPUs it reserved, at least one."""
+    return max(1, math.floor(cpus))
+
+
+class Dispatcher:
+    """Owns the connection to Ray; see the module docstring for what a pass does."""
+
+    def __init__(self, settings: Settings, db: Database, *,
+                 connect: Callable[[Settings], RayCluster] = ray_cluster.connect,
+                 tick_s: float = 1.0) -> None:
+        self.settings = settings
+        self.db = db
+        self._connect = connect
+        self.tick_s = tick_s
+        self.cluster: RayCluster | None = None
+        self.backend: RayJobsBackend | None = None
+        self._lost_since: float | None = None
+        self._stopping: set[str] = set()
+        self._resources: tuple[float, ClusterResources] | None = None
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.unreachable: str | None = None
+
+    # the loop ------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Run a pass now (safe from any thread)."""
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        while True:
+            self._wake.clear()
+            try:
+                await to_thread.run_sync(self.step)
+            except Exception:  # one bad pass must not stop the engine
+                log.exception("dispatcher pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.tick_s)
+
+    def close(self) -> None:
+        """Stop the embedded head (if we run one); a remote cluster is left alone."""
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
+            self.backend = None
+
+    # one pass ------------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """One reconcile-and-dispatch pass (blocking)."""
+        backend = self._ensure_backend()
+        if backend is None:
+            return
+        try:
+            ray_jobs = {j.job_id: j for j in backend.list()}
+        except EngineUnavailable as exc:
+            self._cluster_unreachable(str(exc))
+            return
+        self._lost_since = None
+        self.unreachable = None
+        with self.db.session() as s:
+            active = jobs.active(s)
+            s.expunge_all()
+        seen = _Pass()
+        for job in active:
+            st = ray_jobs.get(job.ray_submission_id or "")
+            if st is not None and st.state is RayJobState.RUNNING:
+                spec = JobSpec.model_validate(job.spec)
+                seen.running_cpus += spec.resources.cpus
+                seen.running_gpus += spec.resources.gpus
+        for job in active:
+            try:
+                self._reconcile(backend, job, ray_jobs.get(job.ray_submission_id or ""), seen)
+            except EngineUnavailable as exc:
+                self._cluster_unreachable(str(exc))
+                return
+        self._dispatch(backend)
+
+    def _ensure_backend(self) -> RayJobsBackend | None:
+        if self.backend is not None:
+            return self.backend
+        try:
+            self.cluster = self._connect(self.settings)
+            self.backend = RayJobsBackend(self.cluster.address, self.cluster.auth_token)
+            log.info("job engine connected", extra={"ray_address": self.cluster.address})
+        except ClowderMLError as exc:
+            self._cluster_unreachable(exc.message)
+            return None
+        return self.backend
+
+    def _cluster_unreachable(self, why: str) -> None:
+        """Ray did not answer: wait ``ray_lost_after_s``, then count its jobs as lost."""
+        now = time.monotonic()
+        if self._lost_since is None:
+            self._lost_since = now
+            log.warning("Ray cluster unreachable", extra={"error": why})
+        self.unreachable = why
+        if self.cluster is not None and self.cluster.embedded is not None \
+                and not self.cluster.embedded.alive():
+            # Our own head died: its jobs are gone with it; the next pass starts a new head.
+            self.cluster.stop()
+            self.cluster, self.backend = None, None
+        with self.db.session() as s:
+            active, waiting = jobs.active(s), jobs.pending(s)
+            for job in waiting:
+                job.waiting_for = f"the Ray cluster is not reachable ({why[:200]})"
+            s.expunge_all()
+        if now - self._lost_since < self.settings.ray_lost_after_s:
+            return
+        for job in active:
+            self._lost(job, f"The Ray cluster was lost (unreachable for "
+                            f"{now - self._lost_since:.0f} s: {why[:200]}).")
+
+    # jobs Ray has --------------------------------------------------------------------------
+
+    def _reconcile(self, backend: RayJobsBackend, job: Job, st: RayJobStatus | None,
+                   seen: _Pass) -> None:
+        sid = job.ray_submission_id or submission_id(job)
+        if st is None:
+            try:
+                st = backend.status(sid)
+            except NotFound:
+                self._lost(job, "Ray no longer knows this job (its cluster was restarted "
+                                "or lost).")
+                return
+        spec = JobSpec.model_validate(job.spec)
+        if not st.state.is_terminal():
+            if job.cancel_requested:
+                self._stop(backend, sid, "stopping it on Ray (cancel requested)", job)
+            elif job.started_at is not None and \
+                    time.time() - job.started_at.timestamp() > spec.timeout_s:
+                self._stop(backend, sid, "stopping it on Ray (timed out)", job)
+                self._end(job, JobState.FAILED, f"Timed out after {spec.timeout_s:g} s "
+                                                "(the job's timeout_s).")
+            elif st.state is RayJobState.PENDING:
+                self._set_waiting(job, self._waiting_message(spec, seen))
+            elif job.waiting_for:
+                self._set_waiting(job, None)
+            return
+        self._stopping.discard(sid)
+        if job.cancel_requested:
+            self._end(job, JobState.CANCELLED, "Cancelled by request.")
+        elif st.state is RayJobState.STOPPED:
+            self._end(job, JobState.FAILED, "Stopped on the Ray cluster outside clowder-ml.")
+        elif st.state is RayJobState.SUCCEEDED:
+            self._end(job, JobState.FAILED, "The runner exited without reporting a result.")
+        else:
+            self._keep_ray_log(backend, job)
+            self._end(job, JobState.FAILED, _ray_failure(st))
+
+    def _stop(self, backend: RayJobsBackend, sid: str, message: str, job: Job) -> None:
+        if sid in self._stopping:
+            return
+        self._stopping.add(sid)
+        with self.db.session() as s:
+            jobs.add_event(s, job, message)
+        with contextlib.suppress(NotFound):
+            backend.stop(sid)
+
+    def _end(self, job: Job, state: JobState, reason: str) -> None:
+        # The runner's own report (or a cancel) may have got there first.
+        with contextlib.suppress(InvalidJobTransition):
+            jobs.transition(self.db, job.id, state, reason, reason=reason)
+
+    def _set_waiting(self, job: Job, message: str | None) -> None:
+        if job.waiting_for == message:
+            return
+        with self.db.session() as s:
+            row = s.get(Job, job.id)
+            if row is not None and not JobState(row.state).is_terminal():
+                row.waiting_for = message
+
+    def _waiting_message(self, spec: JobSpec, seen: _Pass) -> str:
+        total = self._cluster_resources()
+        if total is None:
+            return "waiting for resources on the Ray cluster"
+        r = spec.resources
+        free_cpus = max(0.0, total.cpus - seen.running_cpus)
+        parts = [f"needs {r.cpus:g} CPU{'s' if r.cpus != 1 else ''}; "
+                 f"{free_cpus:g} of {total.cpus:g} free"]
+        if r.gpus:
+            free_gpus = max(0.0, total.gpus - seen.running_gpus)
+            parts.append(f"needs {r.gpus:g} GPU{'s' if r.gpus != 1 else ''}; "
+                         f"{free_gpus:g} of {total.gpus:g} free")
+        return "; ".join(parts)
+
+    def _keep_ray_log(self, backend: RayJobsBackend, job: Job) -> None:
+        """Keep Ray's log of a job that died before its runner could send one (a crash at
+        start-up, an import error): it is the only record of what went wrong."""
+        if job.log_size > 0:
+            return
+        try:
+            text = backend.logs(job.ray_submission_id or submission_id(job))
+        except ClowderMLError:
+            return
+        if text:
+            job_runs.append_log(self.settings, self.db, job, text.encode("utf-8", "replace"))
+
+    def _lost(self, job: Job, why: str) -> None:
+        """The job's cluster or worker is gone: resubmit per its retry policy, else fail."""
+        spec = JobSpec.model_validate(job.spec)
+        if "cluster_lost" in spec.retry.on and job.attempt <= spec.retry.max_retries \
+                and not job.cancel_requested:
+            with contextlib.suppress(InvalidJobTransition):
+                jobs.transition(self.db, job.id, JobState.PENDING,
+                                f"{why} Retrying (attempt {job.attempt + 1} of "
+                                f"{spec.retry.max_retries + 1}).")
+            return
+        self._end(job, JobState.CANCELLED if job.cancel_requested else JobState.FAILED, why)
+
+    # queued jobs ---------------------------------------------------------------------------
+
+    def _cluster_resources(self) -> ClusterResources | None:
+        now = time.monotonic()
+        if self._resources is not None and now - self._resources[0] < RESOURCES_TTL_S:
+            return self._resources[1]
+        if self.backend is None:
+            return None
+        try:
+            res = self.backend.cluster_resources()
+        except ClowderMLError:
+            return None
+        self._resources = (now, res)
+        return res
+
+    def _dispatch(self, backend: RayJobsBackend) -> None:
+        with self.db.session() as s:
+            queue = jobs.pending(s)
+            running = Counter(j.owner_id for j in jobs.active(s))
+            s.expunge_all()
+        limit = self.settings.max_running_jobs_per_user
+        for job in queue:
+            spec = JobSpec.model_validate(job.spec)
+            cluster = self._cluster_resources()
+            if cluster is not None:
+                try:
+                    check_feasible(spec, cluster)
+                except ResourcesUnsatisfiable as exc:
+                    self._end(job, JobState.FAILED, exc.message)
+                    continue
+            if running[job.owner_id] >= limit:
+                self._set_waiting(job, f"{running[job.owner_id]} of your jobs are running "
+                                       f"(limit {limit})")
+                continue
+            try:
+                self._submit(backend, job, spec)
+            except EngineUnavailable as exc:
+                self._set_waiting(job, f"the Ray cluster is not reachable ({exc.message})")
+                return
+            running[job.owner_id] += 1
+
+    def _submit(self, backend: RayJobsBackend, job: Job, spec: JobSpec) -> None:
+        sid = submission_id(job)
+        with self.db.session() as s:
+            row = s.get(Job, job.id)
+            if row is None or row.state != JobState.PENDING.value:
+                return  # cancelled meanwhile
+            token = job_tokens.issue(s, row, spec.timeout_s)
+            row.ray_submission_id = sid
+        threads = str(threads_for(spec.resources.cpus))
+        env = {
+            **self.settings.job_env,
+            "CLOWDER_ML_API_URL": self._api_url(),
+            "CLOWDER_ML_JOB_ID": job.id,
+            "CLOWDER_ML_JOB_TOKEN": token,
+            # Ray would give the job one thread per reserved CPU only for its own workers;
+            # these make numpy/PyTorch in the runner use exactly what the job reserved.
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "OPENBLAS_NUM_THREADS": threads,
+            "CLOWDER_ML_JOB_CPUS": f"{spec.resources.cpus:g}",
+            "CLOWDER_ML_JOB_GPUS": f"{spec.resources.gpus:g}",
+        }
+        if self.settings.extra_tasks:
+            env["CLOWDER_ML_EXTRA_TASKS"] = ",".join(self.settings.extra_tasks)
+        python = self.settings.job_python or (sys.executable if self.cluster is not None
+                                              and self.cluster.embedded else "python")
+        try:
+            backend.submit(sid, [python, "-m", RUNNER_MODULE], env=env,
+                           num_cpus=spec.resources.cpus,
+                           num_gpus=spec.resources.gpus or None,
+                           memory_bytes=spec.resources.memory_bytes)
+            message = f"submitted to Ray as {sid}"
+        except AlreadyExists:
+            message = f"found on Ray as {sid} (submitted before a server restart)"
+        try:
+            jobs.transition(self.db, job.id, JobState.SUBMITTED, message)
+        except InvalidJobTransition:  # cancelled while we submitted: stop it on the next pass
+            with self.db.session() as s:
+                row = s.get(Job, job.id)
+                if row is not None and row.state == JobState.CANCELLED.value:
+                    self._stop(backend, sid, "stopping it on Ray (cancelled)", row)
+
+    def _api_url(self) -> str:
+        url = self.settings.job_api_url or self.settings.public_url
+        if not url:
+            raise EngineUnavailable("The server does not know its own URL for runners.",
+                                    "Set CLOWDER_ML_JOB_API_URL.")
+        return url.rstrip("/")
+
+
+def _ray_failure(st: RayJobStatus) -> str:
+    """One line on why Ray says the job failed (its message can hold a whole log)."""
+    first = (st.message or "").strip().splitlines()[0] if st.message else ""
+    if st.exit_code not in (None, 0):
+        return f"The job's process exited with code {st.exit_code} before reporting a " \
+               f"result." + (f" Ray: {first[:300]}" if first and "exit code" not in first
+                             else "")
+    return f"Ray reports the job failed: {first[:300] or 'no reason given'}."
