@@ -98,7 +98,11 @@ def serve(
     overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
     settings = Settings(**overrides)
     logs.configure(log_level, settings.log_json)
-    url = settings.public_url or f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"  # noqa: S104
+    local = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
+    url = settings.public_url or local
+    if settings.job_api_url is None:
+        # Runners on the embedded head are local; a remote cluster needs the URL set.
+        settings.job_api_url = local
     err_console.print(f"clowder-ml serving at [bold]{url}[/] (data: {settings.resolved_data_dir})"
                       f"\n  API docs: {url}/docs   log in: clowder-ml login --url {url}")
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None,

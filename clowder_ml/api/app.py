@@ -25,8 +25,9 @@ from clowder_ml import __version__
 from clowder_ml.api.deps import reject_nul_path_params
 from clowder_ml.api.middleware import ObservabilityMiddleware
 from clowder_ml.api.platform import Platform
-from clowder_ml.api.routers import auth, datasets, ops, uploads
+from clowder_ml.api.routers import auth, datasets, jobs, ops, runner, uploads
 from clowder_ml.db import migrate
+from clowder_ml.engine.dispatcher import Dispatcher
 from clowder_ml.errors import (
     ERRORS_BY_CODE,
     BadRequest,
@@ -130,13 +131,21 @@ def create_app(settings: Settings | None = None, *, announce: bool = True) -> Fa
         if generated and announce:
             announce_admin_password(generated)
         app.state.generated_admin_password = generated
-        task = asyncio.create_task(_housekeeping(platform))
+        tasks = [asyncio.create_task(_housekeeping(platform))]
+        if settings.engine_enabled:
+            # The first pass connects to Ray (starting the embedded head takes seconds), in a
+            # thread: the API answers meanwhile and new jobs wait in the queue.
+            platform.dispatcher = Dispatcher(settings, platform.db)
+            tasks.append(asyncio.create_task(platform.dispatcher.run()))
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if platform.dispatcher is not None:
+                await to_thread.run_sync(platform.dispatcher.close)
             platform.db.dispose()
 
     app = FastAPI(title="clowder-ml", version=__version__, lifespan=lifespan,
@@ -144,7 +153,8 @@ def create_app(settings: Settings | None = None, *, announce: bool = True) -> Fa
                   dependencies=[Depends(reject_nul_path_params)])
     app.state.platform = platform
     install_error_handlers(app)
-    for r in (ops.router, auth.router, datasets.router, uploads.router):
+    for r in (ops.router, auth.router, datasets.router, uploads.router, jobs.router,
+              runner.router):
         app.include_router(r)
     app.add_middleware(ObservabilityMiddleware)
     return app

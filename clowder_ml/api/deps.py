@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from clowder_ml.api.platform import Platform
 from clowder_ml.db.models import User
@@ -16,7 +17,7 @@ SESSION_COOKIE = "clowder_ml_session"
 _bearer = HTTPBearer(auto_error=False, description="API token from POST /api/v1/auth/token")
 
 
-def reject_nul_path_params(request: Request) -> None:
+def reject_nul_path_params(request: HTTPConnection) -> None:
     """No identifier holds a NUL character (PostgreSQL cannot even compare one): refuse it
     in any path parameter (e.g. ``%00`` in a dataset ref) before it reaches a query."""
     for name, value in request.path_params.items():
@@ -38,6 +39,19 @@ def current_user(request: Request, platform: PlatformDep,
                  ) -> User:
     """The user behind the bearer token or the session cookie; 401 otherwise."""
     token = creds.credentials if creds else request.cookies.get(SESSION_COOKIE)
+    return _user_for(platform, token)
+
+
+def current_user_ws(platform: Platform, websocket: WebSocket) -> User:
+    """A WebSocket's user: bearer header, session cookie, or ``?token=`` (browsers cannot
+    set headers on a WebSocket). Blocking: call it in a thread."""
+    auth = websocket.headers.get("authorization", "")
+    token = (auth[7:] if auth.lower().startswith("bearer ") else None) \
+        or websocket.cookies.get(SESSION_COOKIE) or websocket.query_params.get("token")
+    return _user_for(platform, token)
+
+
+def _user_for(platform: Platform, token: str | None) -> User:
     if not token:
         raise AuthenticationRequired(
             "Authentication required.",

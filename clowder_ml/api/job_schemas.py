@@ -1,0 +1,122 @@
+"""Request and response models of the jobs API and the runner API (see docs/jobs.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from clowder_ml.api.schemas import Metadata, Out, Strict, Text
+
+
+class JobOut(BaseModel):
+    id: str
+    task: str
+    owner: str
+    state: str
+    reason: str | None
+    waiting_for: str | None
+    queue_position: int | None
+    attempt: int
+    cancel_requested: bool
+    spec: dict[str, Any]
+    progress: dict[str, Any] | None
+    result: dict[str, Any] | None
+    log_tail: str | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    updated_at: datetime
+
+
+class JobEventOut(Out):
+    at: datetime
+    state: str
+    message: str
+
+
+class MetricOut(Out):
+    id: int
+    step: int
+    name: str
+    value: float | None
+    at: datetime
+
+
+class OutputOut(Out):
+    path: str
+    sha256: str
+    size: int
+
+
+# runner API ----------------------------------------------------------------------------------
+
+class RunnerFile(BaseModel):
+    path: str
+    sha256: str
+    size: int
+
+
+class RunnerInput(BaseModel):
+    kind: str
+    ref: str
+    name: str = Field(description="owner:name, for messages")
+    version: int | None
+    mount: str | None
+    files: list[RunnerFile]
+
+
+class RunnerJob(BaseModel):
+    id: str
+    task: str
+    attempt: int
+    spec: dict[str, Any]
+    inputs: list[RunnerInput]
+
+
+class ReportEvent(Strict):
+    message: Text = Field(max_length=2000)
+
+
+class ReportMetric(Strict):
+    step: int = Field(ge=0, le=2**62)
+    name: Text = Field(min_length=1, max_length=128)
+    value: float | None = Field(description="None for a non-finite value (NaN, inf)")
+
+
+class ReportLog(Strict):
+    offset: int = Field(ge=0, description="Bytes of log the server has already accepted")
+    data: str = Field(max_length=4 << 20)
+
+
+class ReportProgress(Strict):
+    done: float = Field(ge=0)
+    total: float | None = Field(default=None, ge=0)
+    message: Text = Field(default="", max_length=500)
+
+
+class RunnerReport(Strict):
+    """One batch from the runner. Every part is optional; replaying a batch is harmless
+    for the log (it is placed by offset) and the started mark."""
+
+    started_at: datetime | None = None
+    events: list[ReportEvent] = Field(default_factory=list, max_length=1000)
+    metrics: list[ReportMetric] = Field(default_factory=list, max_length=10_000)
+    log: ReportLog | None = None
+    progress: ReportProgress | None = None
+
+
+class ReportAck(BaseModel):
+    cancel_requested: bool
+    log_offset: int
+
+
+class RunnerFinish(Strict):
+    status: Literal["succeeded", "failed"]
+    result: Metadata | None = None
+    reason: Text | None = Field(default=None, max_length=2000)
+
+
+class FinishAck(BaseModel):
+    state: str
