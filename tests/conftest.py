@@ -93,6 +93,7 @@ class Api:
 
 def _make_api(tmp_path: Path, db_url: str | None, **overrides: Any) -> Iterator[Api]:
     overrides.setdefault("data_dir", tmp_path / "data")
+    overrides.setdefault("engine_enabled", False)  # no Ray head per test; tests/engine has one
     settings = Settings(database_url=db_url, admin_password=ADMIN_PW, log_json=False,
                         **overrides)
     app = create_app(settings, announce=False)
@@ -145,7 +146,8 @@ class ServerProcess:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "CLOWDER_ML_ADMIN_PASSWORD": ADMIN_PW, **(env or {})}
+        self.env = {**os.environ, "CLOWDER_ML_ADMIN_PASSWORD": ADMIN_PW,
+                    "CLOWDER_ML_ENGINE_ENABLED": "false", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"server-{self.port}.log"
 

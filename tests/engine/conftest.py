@@ -30,3 +30,25 @@ def ray_head() -> Iterator[EmbeddedRayHead]:
 @pytest.fixture
 def backend(ray_head: EmbeddedRayHead) -> RayJobsBackend:
     return RayJobsBackend(ray_head.address, ray_head.auth_token)
+
+
+# a real API server with the job engine on the shared head ---------------------------------
+
+TASKS_DIR = Path(__file__).parent  # holds cml_test_tasks.py, importable by server and runner
+
+
+def engine_env(head: EmbeddedRayHead, cache_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment for a server whose engine uses ``head`` and knows the test tasks."""
+    import json
+    import os
+
+    return {
+        "CLOWDER_ML_ENGINE_ENABLED": "true",
+        "CLOWDER_ML_RAY_ADDRESS": head.address,
+        "CLOWDER_ML_RAY_AUTH_TOKEN": head.auth_token,
+        "CLOWDER_ML_EXTRA_TASKS": '["cml_test_tasks"]',
+        "CLOWDER_ML_JOB_ENV": json.dumps({"PYTHONPATH": str(TASKS_DIR),
+                                          "CLOWDER_ML_CACHE_DIR": str(cache_dir)}),
+        "PYTHONPATH": os.pathsep.join([str(TASKS_DIR), os.environ.get("PYTHONPATH", "")]),
+        **extra,
+    }
