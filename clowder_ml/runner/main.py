@@ -13,7 +13,8 @@ the runner turns SIGTERM into an exception so cleanup code runs (work folder rem
 sandboxes torn down by their context managers) and exits 143 without reporting a result.
 The server records CANCELLED (or the timeout) itself.
 
-Exit codes: 0 done, 1 task failed (reported), 2 could not report, 3 token refused, 143 stopped.
+Exit codes: 0 done, 1 task failed (reported), 2 could not report, 3 the server ended the job
+(its token is refused: cancelled, timed out, or lost and resubmitted), 143 stopped by Ray.
 """
 
 from __future__ import annotations
@@ -120,8 +121,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     api = RunnerApi(url, token, retry_s=float(os.environ.get("CLOWDER_ML_RUNNER_RETRY_S",
                                                              "600")))
+    # A refused token means the server ended the job (cancelled, timed out, or lost with
+    # its cluster and maybe resubmitted elsewhere): stop at once, as if Ray had stopped us,
+    # so an orphaned runner never keeps working on a job that is over.
     reporter = Reporter(api, interval_s=float(os.environ.get("CLOWDER_ML_REPORT_INTERVAL_S",
-                                                             "1.0")))
+                                                             "1.0")),
+                        on_token_refused=lambda: os.kill(os.getpid(), signal.SIGTERM))
     reporter.started(STARTED_AT)
     tee = LogTee(reporter.log_bytes).start()
     reporter.start()
@@ -131,8 +136,12 @@ def main() -> int:
         result = run_task(api, reporter, work)
         status, code = "succeeded", 0
     except Stopped:
-        print("clowder-ml runner: stopped (SIGTERM)", flush=True)
-        code = 143
+        if reporter.token_refused:
+            print("clowder-ml runner: the server ended this job; stopping", flush=True)
+            code = 3
+        else:
+            print("clowder-ml runner: stopped (SIGTERM)", flush=True)
+            code = 143
     except TokenRefused:
         print("clowder-ml runner: the server ended this job; stopping", flush=True)
         code = 3

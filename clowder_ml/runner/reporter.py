@@ -13,6 +13,7 @@ import codecs
 import logging
 import math
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,8 +26,12 @@ MAX_METRICS_PER_BATCH = 5000
 
 
 class Reporter:
-    def __init__(self, api: RunnerApi, *, interval_s: float = 1.0) -> None:
+    def __init__(self, api: RunnerApi, *, interval_s: float = 1.0,
+                 on_token_refused: Callable[[], None] | None = None) -> None:
+        """``on_token_refused`` runs (once, in the sender thread) when the server refuses the
+        job token: the job has ended there, so the runner should stop its work."""
         self._api = api
+        self._on_token_refused = on_token_refused
         self.interval_s = interval_s
         self._lock = threading.Lock()
         self._events: list[dict[str, Any]] = []
@@ -87,6 +92,8 @@ class Reporter:
                 self.flush(retry_s=0)
             except TokenRefused:
                 self.token_refused = True
+                if self._on_token_refused is not None:
+                    self._on_token_refused()
                 return
             except ApiFailed as exc:
                 log.debug("report deferred: %s", exc)
