@@ -120,9 +120,10 @@ def _profile_result(result: dict[str, Any]) -> list[RenderableType]:
     out: list[RenderableType] = [Text(
         f"{result.get('files', '?')} files, {_size(int(result.get('bytes') or 0))}")]
     for t in result.get("tables") or []:
-        table = Table("column", "type", "missing", "distinct", title=(
-            f"{t.get('path')} ({t.get('format')}): {_cell(t.get('rows'))} rows, "
-            f"{_cell(t.get('duplicate_rows'))} duplicate rows"), title_justify="left")
+        # A heading line, not a table title: Rich wraps titles to the (narrow) table width.
+        out.append(Text(f"{t.get('path')} ({t.get('format')}): {_cell(t.get('rows'))} rows, "
+                        f"{_cell(t.get('duplicate_rows'))} duplicate rows", style="bold"))
+        table = Table("column", "type", "missing", "distinct")
         for c in t.get("columns") or []:
             table.add_row(str(c.get("name")), _cell(c.get("type")), _cell(c.get("missing")),
                           _cell(c.get("distinct")))
@@ -132,7 +133,7 @@ def _profile_result(result: dict[str, Any]) -> list[RenderableType]:
             dist = label.get("distribution")
             shown = (", ".join(f"{k}: {_cell(v)}" for k, v in dist.items())
                      if isinstance(dist, dict) else _cell(dist))
-            out.append(Text(f"label {label.get('column')}: {shown}"
+            out.append(Text(f"labels (column {label.get('column')!r}): {shown}"
                             + (f" (missing {_cell(label['missing'])})"
                                if label.get("missing") else "")))
     images = result.get("images")

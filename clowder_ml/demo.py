@@ -1,7 +1,6 @@
-"""``clowder-ml demo``: start the server on embedded defaults and walk through the main flow
-on a generated sample (create a dataset, resumable upload, preview, verified download).
-
-Until the ML tasks exist, the "main job" is the data path every job will stand on.
+"""``clowder-ml demo``: start the server on embedded defaults (SQLite, a local data folder, an
+embedded Ray head) and walk through the main flow on a generated sample: create a dataset,
+resumable upload, preview, verified download, then a ``dataset-profile`` job on Ray.
 """
 
 from __future__ import annotations
@@ -43,12 +42,14 @@ def write_sample(path: Path, rows: int = 2000, seed: int = 0) -> Path:
 def run(host: str, port: int, data_dir: Path, keep_serving: bool) -> None:
     console = Console(stderr=True)
     settings = Settings(data_dir=data_dir)
+    url = f"http://{host}:{port}"
+    if settings.job_api_url is None:
+        settings.job_api_url = url  # runners on the embedded head call this server back
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                            log_config=None))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    url = f"http://{host}:{port}"
     deadline = time.monotonic() + 30
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
@@ -75,6 +76,7 @@ def run(host: str, port: int, data_dir: Path, keep_serving: bool) -> None:
         console.print(f"[bold]3.[/] Downloaded and verified by sha256: {same}")
         if not same:
             raise SystemExit("Downloaded bytes differ from the upload.")
+        profile_job(client, console)
 
     generated = getattr(app.state, "generated_admin_password", None)
     console.print(f"\n[bold green]clowder-ml is running at {url}[/]  (API docs: {url}/docs)")
@@ -94,4 +96,23 @@ def run(host: str, port: int, data_dir: Path, keep_serving: bool) -> None:
         pass
     finally:
         server.should_exit = True
-        thread.join(10)
+        thread.join(60)  # shutdown stops the embedded Ray head too
+
+
+def profile_job(client: Client, console: Console) -> None:
+    """Step 4: a ``dataset-profile`` job on the embedded Ray head, with its live log."""
+    console.print("[bold]4.[/] Profiling the dataset as a job on Ray (the first job waits "
+                  "for the embedded Ray head to start)...")
+    job = client.submit_job("dataset-profile", datasets=["demo-reviews"])
+    for chunk in client.follow_job_logs(job["id"]):
+        for line in chunk.splitlines():
+            console.print(f"   [dim]| {line}[/]")
+    job = client.wait_job(job["id"], timeout_s=300)
+    if job["state"] != "succeeded":
+        raise SystemExit(f"The profile job {job['state']}: {job['reason']}")
+    table = job["result"]["tables"][0]
+    label = table["label"] or {}
+    console.print(f"   -> job {job['id']} {job['state']}: {table['rows']} rows, "
+                  f"{table['duplicate_rows']} duplicate rows, labels "
+                  f"{label.get('distribution')}")
+    console.print(f"   (see it again: clowder-ml jobs show {job['id']})")

@@ -157,6 +157,11 @@ class Dispatcher:
     def _ensure_backend(self) -> RayJobsBackend | None:
         if self.backend is not None:
             return self.backend
+        what = ("starting the embedded Ray head" if not self.settings.ray_address
+                else f"connecting to Ray at {self.settings.ray_address}")
+        with self.db.session() as s:
+            for job in jobs.pending(s):
+                job.waiting_for = f"the job engine is {what}"
         try:
             self.cluster = self._connect(self.settings)
             self.backend = RayJobsBackend(self.cluster.address, self.cluster.auth_token)

@@ -65,11 +65,10 @@ class RunnerApi:
             raise TokenRefused("the server refused the job token (the job has ended there)")
         if r.status_code >= 400:
             try:
-                err = r.json()["error"]
-                detail = f"{err['code']}: {err['message']}"
+                detail = str(r.json()["error"]["message"])
             except (ValueError, KeyError, TypeError):
-                detail = r.text[:300]
-            raise ApiFailed(f"{method} {path}: {detail}")
+                detail = f"{method} {path}: HTTP {r.status_code} {r.text[:300]}"
+            raise ApiFailed(detail)
         return r
 
     def job(self) -> dict[str, Any]:

@@ -52,6 +52,8 @@ def one_line(exc: BaseException) -> str:
     """A failure as one line: our errors by their message, others as ``Type: message``."""
     if isinstance(exc, ClowderMLError):
         text = exc.message
+    elif isinstance(exc, ApiFailed):  # the server's own words, already one line
+        text = str(exc)
     else:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
@@ -145,9 +147,10 @@ def main() -> int:
     except TokenRefused:
         print("clowder-ml runner: the server ended this job; stopping", flush=True)
         code = 3
-    except ClowderMLError as exc:  # an expected failure: its message says it all
+    except (ClowderMLError, ApiFailed) as exc:  # expected failures: the message says it all
         reason = one_line(exc)
-        print(f"error: {reason}" + (f"\n  hint: {exc.hint}" if exc.hint else ""), flush=True)
+        hint = getattr(exc, "hint", None)
+        print(f"error: {reason}" + (f"\n  hint: {hint}" if hint else ""), flush=True)
     except Exception as exc:
         traceback.print_exc()
         reason = one_line(exc)

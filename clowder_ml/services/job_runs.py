@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -50,12 +51,14 @@ LOG_TAIL_LINES = 40
 
 # inputs --------------------------------------------------------------------------------------
 
-def _version(s: Session, dataset_id: str, number: int) -> DatasetVersion:
+def _version(s: Session, item: dict[str, Any]) -> DatasetVersion:
+    dataset_id, number = item["ref"], int(item["version"])
     v = s.scalar(select(DatasetVersion).where(DatasetVersion.dataset_id == dataset_id,
                                               DatasetVersion.number == number))
     if v is None or s.get(Dataset, dataset_id) is None:
-        raise NotFound(f"Input dataset {dataset_id} version {number} no longer exists.",
-                       "It was deleted after the job was submitted.")
+        name = item.get("mount") or dataset_id
+        raise NotFound(f"Input dataset {name!r} ({dataset_id}) version {number} no longer "
+                       "exists.", "It was deleted after the job was submitted.")
     return v
 
 
@@ -63,7 +66,7 @@ def runner_job(s: Session, job: Job) -> RunnerJob:
     """The spec and every input's file manifest (path, sha256, size)."""
     inputs: list[RunnerInput] = []
     for item in job.spec.get("inputs", []):
-        v = _version(s, item["ref"], int(item["version"]))
+        v = _version(s, item)
         q = select(VersionFile).where(VersionFile.version_id == v.id)
         if item["kind"] == "file":
             q = q.where(VersionFile.path == item["path"])

@@ -292,3 +292,10 @@ def test_other_users_see_no_job(engine: ServerProcess, api: JobsApi) -> None:
 def test_runner_uses_the_threads_the_job_reserved(api: JobsApi) -> None:
     job = api.wait(api.submit("test-sleep", resources={"cpus": 2})["id"])
     assert job["result"]["omp_threads"] == "2"
+
+
+def test_a_job_over_its_timeout_is_stopped_and_fails_saying_so(api: JobsApi) -> None:
+    job = api.wait(api.submit("test-sleep", params={"seconds": 60}, timeout_s=2)["id"],
+                   timeout=60)
+    assert job["state"] == "failed"
+    assert job["reason"] == "Timed out after 2 s (the job's timeout_s)."
