@@ -180,9 +180,15 @@ class Dispatcher:
         self.unreachable = why
         if self.cluster is not None and self.cluster.embedded is not None \
                 and not self.cluster.embedded.alive():
-            # Our own head died: its jobs are gone with it; the next pass starts a new head.
+            # Our own head died: its jobs died with it (no need to wait), and the next pass
+            # starts a new head for the queue and for the retries.
             self.cluster.stop()
             self.cluster, self.backend = None, None
+            with self.db.session() as s:
+                dead = jobs.active(s)
+                s.expunge_all()
+            for job in dead:
+                self._lost(job, "The embedded Ray head stopped under the job.")
         with self.db.session() as s:
             active, waiting = jobs.active(s), jobs.pending(s)
             for job in waiting:
