@@ -93,16 +93,20 @@ class RunnerApi:
                 with self._http.stream("GET", f"/blobs/{sha256}") as r:
                     if r.status_code == 401:
                         raise TokenRefused("the server refused the job token")
-                    if r.status_code != 200:
+                    if r.status_code in TRANSIENT_STATUS:
+                        problem = f"HTTP {r.status_code}"
+                    elif r.status_code != 200:
                         raise ApiFailed(f"input {sha256[:12]}: HTTP {r.status_code}")
-                    with open(dest, "wb") as f:
-                        for chunk in r.iter_bytes(1 << 20):
-                            f.write(chunk)
-                return
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1.0)
+                    else:
+                        with open(dest, "wb") as f:
+                            for chunk in r.iter_bytes(1 << 20):
+                                f.write(chunk)
+                        return
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() > deadline:
+                raise ApiFailed(f"input {sha256[:12]}: server unreachable ({problem})")
+            time.sleep(1.0)
 
     def upload_output(self, path: str, local: Path) -> dict[str, Any]:
         def body() -> Iterator[bytes]:

@@ -41,6 +41,7 @@ class Reporter:
         self._log = bytearray()  # not yet accepted by the server, from ``_log_offset``
         self._log_offset = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._log_full = False  # the server stores no more log for this job
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.cancel_requested = False
@@ -68,13 +69,17 @@ class Reporter:
                               "total": None if total is None else float(total),
                               "message": message[:500]}
 
-    def log_bytes(self, data: bytes) -> None:
+    def log_bytes(self, data: bytes, *, final: bool = False) -> None:
         # Stored as valid UTF-8 (bad bytes replaced) so offsets mean the same on both sides.
-        text = self._decoder.decode(data)
+        text = self._decoder.decode(data, final=final)
         with self._lock:
+            if self._log_full:
+                return
             self._log += text.encode("utf-8")
             excess = len(self._log) - MAX_BUFFERED_LOG
             if excess > 0:  # the server has been away long: keep the newest output
+                while excess < len(self._log) and self._log[excess] & 0xC0 == 0x80:
+                    excess += 1  # ...starting at a whole character
                 del self._log[:excess]
                 self._log_offset += excess
 
@@ -127,11 +132,24 @@ class Reporter:
             del self._metrics[:len(body.get("metrics", []))]
             if body.get("progress") == self._progress:
                 self._progress = None
-            accepted = int(ack.get("log_offset", self._log_offset))
-            if accepted > self._log_offset:
-                del self._log[:accepted - self._log_offset]
-                self._log_offset = accepted
+            if "log" in body:
+                self._log_acked(body["log"], int(ack.get("log_offset", self._log_offset)))
             self.cancel_requested = bool(ack.get("cancel_requested"))
+
+    def _log_acked(self, sent: dict[str, Any], accepted: int) -> None:
+        """Move the log window by what the server says it holds now (lock held)."""
+        offset = int(sent["offset"])
+        if accepted > offset:
+            done = min(accepted - self._log_offset, len(self._log))
+            del self._log[:done]
+            self._log_offset = accepted
+        elif accepted < offset:
+            # The server lacks bytes we dropped while it was away: go on from its end.
+            self._log_offset = accepted
+        elif sent["data"]:
+            # It took nothing at its own end: its log for this job is full.
+            self._log_full = True
+            self._log.clear()
 
     def flush(self, retry_s: float | None = None) -> bool:
         """Send what is queued (one batch, or until empty when ``retry_s`` is None).
@@ -153,4 +171,5 @@ class Reporter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(30)
+        self.log_bytes(b"", final=True)  # an unfinished character at the very end
         self.flush()

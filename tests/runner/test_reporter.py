@@ -267,10 +267,8 @@ def test_token_refused_stops_the_background_loop() -> None:
     assert rep.token_refused is True
 
 
-# known defects (see the report): strict xfail, so a fix turns them into failures to update ----
+# defects found and fixed: these keep them fixed -------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="incomplete UTF-8 at the end of the log is dropped, "
-                   "not replaced (the decoder is never finalised)")
 def test_truncated_character_at_the_end_of_the_log_becomes_replacement() -> None:
     server = FakeServer()
     rep = Reporter(server)  # type: ignore[arg-type]
@@ -279,8 +277,6 @@ def test_truncated_character_at_the_end_of_the_log_becomes_replacement() -> None
     assert bytes(server.log) == "abc\ufffd".encode()
 
 
-@pytest.mark.xfail(strict=True, reason="dropping the oldest buffered log may cut a character: "
-                   "_take then raises UnicodeDecodeError")
 def test_buffer_overflow_never_cuts_a_character(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reporter_mod, "MAX_BUFFERED_LOG", 10)
     server = FakeServer()
@@ -290,8 +286,6 @@ def test_buffer_overflow_never_cuts_a_character(monkeypatch: pytest.MonkeyPatch)
     assert body["log"]["data"].endswith("a")
 
 
-@pytest.mark.xfail(strict=True, reason="after the buffer drops old log the runner's offset is "
-                   "past the server's size; the server refuses the gap forever")
 def test_log_after_buffer_overflow_still_reaches_the_server(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reporter_mod, "MAX_BUFFERED_LOG", 10)
@@ -306,8 +300,6 @@ def test_log_after_buffer_overflow_still_reaches_the_server(
     assert bytes(server.log).endswith(b"new\n")
 
 
-@pytest.mark.xfail(strict=True, reason="once the server's log is full (MAX_LOG_BYTES) it acks "
-                   "the same offset forever and close() never returns")
 def test_close_returns_when_the_server_log_is_full() -> None:
     server = FakeServer(max_log=8, max_calls=100)
     rep = Reporter(server)  # type: ignore[arg-type]

@@ -221,8 +221,6 @@ def test_download_blob_retries_a_broken_connection(tmp_path: Path, clock: FakeCl
     assert (tmp_path / "blob").read_bytes() == b"ok" and calls == 2
 
 
-@pytest.mark.xfail(strict=True, reason="download_blob does not retry 502/503/504 (a restarting "
-                   "server behind a proxy fails the job), unlike every other call")
 def test_download_blob_rides_through_a_503(tmp_path: Path, clock: FakeClock,
                                            make_api: Callable[..., RunnerApi]) -> None:
     calls = 0
