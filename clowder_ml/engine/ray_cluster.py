@@ -73,11 +73,25 @@ def ray_temp_dir(data_dir: Path) -> Path:
     return Path("/tmp") / f"cml-ray-{digest}"  # noqa: S108 - short path is required, see above
 
 
-def _pids_using(marker: str) -> list[int]:
-    """Pids of processes whose command line mentions ``marker`` (our head's temp folder)."""
+def _session_of(pid_dir: Path) -> int | None:
+    try:
+        # Field 6 of /proc/PID/stat is the session id; the command (field 2) may hold spaces.
+        stat = (pid_dir / "stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _pids_using(marker: str, session: int | None = None) -> list[int]:
+    """Pids of processes whose command line mentions ``marker`` (our head's temp folder), or
+    that belong to ``session`` (the head's: some Ray processes rename themselves, e.g.
+    ``ray::DashboardAgent``, and no longer name the folder)."""
     pids: list[int] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        if session is not None and _session_of(entry) == session:
+            pids.append(int(entry.name))
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -119,6 +133,7 @@ class EmbeddedRayHead:
         self.auth_token = secrets.token_hex(32)
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
         self._proc: subprocess.Popen[bytes] | None = None
+        self.session: int | None = None  # the session id of the head's processes
 
     def _command(self) -> list[str]:
         ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
@@ -161,6 +176,7 @@ class EmbeddedRayHead:
             self._command(), env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        self.session = self._proc.pid  # the leader of its new session
         log.close()
         deadline = time.monotonic() + self.start_timeout_s
         headers = {"Authorization": f"Bearer {self.auth_token}"}
@@ -206,7 +222,7 @@ class EmbeddedRayHead:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump({"address": self.address, "auth_token": self.auth_token,
-                       "dashboard_port": self.dashboard_port}, f)
+                       "dashboard_port": self.dashboard_port, "session": self.session}, f)
         tmp.replace(self.state_file)
 
     @classmethod
@@ -217,6 +233,7 @@ class EmbeddedRayHead:
             state = json.loads((temp_dir / STATE_FILE).read_text())
             head = cls(temp_dir, dashboard_port=int(state["dashboard_port"]), spill_dir=spill_dir)
             head.auth_token = str(state["auth_token"])
+            head.session = int(state["session"]) if state.get("session") else None
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if not head.pids():
@@ -235,8 +252,9 @@ class EmbeddedRayHead:
         return bool(self.pids())
 
     def pids(self) -> list[int]:
-        """Pids of this head's processes (they all name our temp folder or its session)."""
-        return _pids_using(str(self.temp_dir))
+        """Pids of this head's processes (they name our temp folder or are in its session:
+        ``ray start`` runs as the leader of a session of its own)."""
+        return _pids_using(str(self.temp_dir), self.session)
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """Stop this head only; after it returns none of its processes remain.

@@ -4,6 +4,7 @@ submitted to Ray just before a crash, the embedded Ray head killed under running
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -111,13 +112,21 @@ def embedded(tmp_path: Path) -> Iterator[ServerProcess]:
     finally:
         srv.stop()
         # Whatever the test did, no Ray process of this data folder outlives it.
-        _kill_all(temp)
+        _kill_head(temp, everything=True)
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _kill_all(temp: Path) -> None:
-    """SIGKILL every process of the head in ``temp`` (as a crashed node would go)."""
-    for pid in _pids_using(str(temp)):
+def _session(temp: Path) -> int | None:
+    try:
+        return int(json.loads((temp / "head.json").read_text())["session"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _kill_head(temp: Path, *, everything: bool = False) -> None:
+    """SIGKILL the head's core processes (those naming ``temp``): the runners, orphaned,
+    live on, as on a node cut off from its head. ``everything``: its whole session too."""
+    for pid in _pids_using(str(temp), _session(temp) if everything else None):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
@@ -165,7 +174,7 @@ def test_embedded_head_survives_a_server_kill_and_a_lost_head_retries_jobs(
     api.wait(plain["id"], {"running"})
     first_runners = _runner_pids(pids, retried["id"], plain["id"])
     temp = ray_temp_dir(embedded.data_dir.resolve())
-    _kill_all(temp)  # the runners themselves survive, orphaned, as on a partitioned node
+    _kill_head(temp)  # the runners themselves survive, orphaned, as on a partitioned node
     lost = api.wait(plain["id"], timeout=120)
     assert lost["state"] == "failed"
     assert lost["reason"] == "The embedded Ray head stopped under the job.", lost["reason"]
@@ -180,9 +189,10 @@ def test_embedded_head_survives_a_server_kill_and_a_lost_head_retries_jobs(
     assert any("Retrying (attempt 2 of 2)" in e["message"] for e in api.events(retried["id"]))
     assert _head_state(embedded) != head_before  # a new head was started
 
-    # A graceful stop takes the embedded head down with the server.
+    # A graceful stop takes the embedded head down with the server, every process of it.
+    session = _session(temp)
     embedded.stop()
     deadline = time.monotonic() + 30
-    while _pids_using(str(temp)):
+    while _pids_using(str(temp), session):
         assert time.monotonic() < deadline, "the embedded head outlived the server"
         time.sleep(0.5)
