@@ -3,11 +3,11 @@
 One loop per server, woken by submissions, cancels and finishes, and otherwise every
 ``tick_s``. Each pass (``step``, blocking, run in a thread):
 
-1. asks Ray for all its jobs (one call), then for every job we think Ray has (SUBMITTED or
+1. hands PENDING jobs to Ray in submission order while their owner has a free slot, after
+   failing fast those the cluster can never run (first, so a new job starts at once);
+2. asks Ray for all its jobs (one call), then for every job we think Ray has (SUBMITTED or
    RUNNING) settles what Ray says: stop it if cancelled or over its timeout, explain what it
-   waits for, or record how it ended when the runner could not say so itself;
-2. hands PENDING jobs to Ray in submission order while their owner has a free slot, after
-   failing fast those the cluster can never run.
+   waits for, or record how it ended when the runner could not say so itself.
 
 Restart safety: the server keeps no state that matters in memory. Our job id is Ray's
 submission id, so a job submitted just before a crash is found again (Ray answers "already
@@ -129,6 +129,8 @@ class Dispatcher:
         backend = self._ensure_backend()
         if backend is None:
             return
+        # Queued jobs first: a submission should not wait for the reconcile of all others.
+        self._dispatch(backend)
         try:
             ray_jobs = {j.job_id: j for j in backend.list()}
         except EngineUnavailable as exc:
@@ -152,7 +154,6 @@ class Dispatcher:
             except EngineUnavailable as exc:
                 self._cluster_unreachable(str(exc))
                 return
-        self._dispatch(backend)
 
     def _ensure_backend(self) -> RayJobsBackend | None:
         if self.backend is not None:
@@ -192,13 +193,13 @@ class Dispatcher:
         with self.db.session() as s:
             active, waiting = jobs.active(s), jobs.pending(s)
             for job in waiting:
-                job.waiting_for = f"the Ray cluster is not reachable ({why[:200]})"
+                job.waiting_for = "the Ray cluster is not reachable"
             s.expunge_all()
         if now - self._lost_since < self.settings.ray_lost_after_s:
             return
-        for job in active:
+        for job in active:  # the details are in the server log (warning above)
             self._lost(job, f"The Ray cluster was lost (unreachable for "
-                            f"{now - self._lost_since:.0f} s: {why[:200]}).")
+                            f"{now - self._lost_since:.0f} s).")
 
     # jobs Ray has --------------------------------------------------------------------------
 
@@ -333,8 +334,8 @@ class Dispatcher:
                 continue
             try:
                 self._submit(backend, job, spec)
-            except EngineUnavailable as exc:
-                self._set_waiting(job, f"the Ray cluster is not reachable ({exc.message})")
+            except EngineUnavailable:
+                self._set_waiting(job, "the Ray cluster is not reachable")
                 return
             running[job.owner_id] += 1
 

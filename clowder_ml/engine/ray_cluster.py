@@ -249,6 +249,11 @@ class EmbeddedRayHead:
         """Whether the head's processes still run (ours, or an adopted head's)."""
         if self._proc is not None:
             return self._proc.poll() is None
+        if self.session is not None:  # an adopted head: its `ray start` leads the session
+            try:
+                return Path(f"/proc/{self.session}/stat").read_text().split(") ")[1][0] != "Z"
+            except (OSError, IndexError):
+                return False
         return bool(self.pids())
 
     def pids(self) -> list[int]:
