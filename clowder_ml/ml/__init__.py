@@ -1,0 +1,1 @@
+"""Machine learning: data, training loop, determinism, inference."""
