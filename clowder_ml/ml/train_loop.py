@@ -1,0 +1,629 @@
+"""The trusted fine-tuning loop for sequence classifiers: deterministic and resumable.
+
+Contract:
+
+* Same model initial weights, data, :class:`TrainParams` and environment (library versions,
+  hardware kind, thread count — see :mod:`clowder_ml.ml.determinism`) give bit-identical
+  final weights, eval metrics and history.
+* A run interrupted at any point and restarted with the same arguments and the same
+  ``checkpoint_dir`` resumes from the latest checkpoint and ends with the same weights,
+  metrics and history as an uninterrupted run. Everything that influences the trajectory
+  is either checkpointed (weights, AdamW moments, global RNG states — dropout draws from
+  the global torch RNG —, progress, early-stopping state, the open logging window) or a
+  pure function of checkpointed integers (the epoch's data order is drawn from a
+  ``torch.Generator`` seeded by ``(seed, epoch)``; the learning rate is a pure function of
+  the global step, so there is no hidden scheduler state).
+* Checkpoints hold no pickled objects: weights are safetensors, the rest is a dict of
+  ints/floats/strings/lists/tensors loadable with ``torch.load(..., weights_only=True)``.
+
+Only ``on_metrics`` deliveries are at-least-once: a metrics record emitted after the latest
+checkpoint is emitted again after a resume (consumers dedupe by step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+
+from clowder_ml.ml import determinism
+from clowder_ml.ml.metrics import accuracy, confusion_matrix, macro_f1
+
+CHECKPOINT_PREFIX = "checkpoint-"
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "trainer_state.pt"
+KEEP_CHECKPOINTS = 2
+STATE_FORMAT = 1
+_CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+_TMP_PREFIX = ".tmp-"
+
+# Fields that do not change the training trajectory and may differ on resume.
+_RESUME_FREE_FIELDS = frozenset({"checkpoint_every_steps", "log_every_steps", "eval_batch_size"})
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Hyper-parameters of a run. All of them except the ones in ``_RESUME_FREE_FIELDS``
+    must be identical when resuming (checked; a mismatch raises ``ValueError``).
+
+    ``warmup_steps``, when set, overrides ``warmup_ratio`` (fraction of total optimizer
+    steps). ``max_steps`` caps the number of optimizer steps (and shortens the schedule).
+    ``early_stopping_patience``: stop after that many consecutive end-of-epoch evals
+    without improving ``eval_<metric>`` (needs eval data and ``eval_every_epoch``).
+    ``pad_id`` pads ``input_ids`` in dynamically padded batches.
+    """
+
+    epochs: int = 3
+    learning_rate: float = 5e-5
+    batch_size: int = 16
+    gradient_accumulation: int = 1
+    warmup_ratio: float = 0.0
+    warmup_steps: int | None = None
+    weight_decay: float = 0.01
+    max_grad_norm: float | None = 1.0
+    seed: int = 42
+    eval_every_epoch: bool = True
+    early_stopping_patience: int | None = None
+    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    checkpoint_every_steps: int | None = None
+    max_steps: int | None = None
+    log_every_steps: int = 10
+    pad_id: int = 0
+    eval_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:
+            raise ValueError("epochs, batch_size and gradient_accumulation must be >= 1")
+        if self.log_every_steps < 1:
+            raise ValueError("log_every_steps must be >= 1")
+        if self.checkpoint_every_steps is not None and self.checkpoint_every_steps < 1:
+            raise ValueError("checkpoint_every_steps must be >= 1 or None")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be >= 1 or None")
+        if not 0.0 <= self.warmup_ratio <= 1.0:
+            raise ValueError("warmup_ratio must be in [0, 1]")
+        if self.metric not in ("accuracy", "macro_f1"):
+            raise ValueError(f"unknown metric {self.metric!r}")
+
+
+class DataSource(Protocol):
+    """Random-access tokenized examples.
+
+    ``batch(indices)`` returns python lists aligned with ``indices``: ``input_ids``
+    (list of list[int], unpadded), ``attention_mask`` (same shapes) and ``label`` (ints).
+    """
+
+    def __len__(self) -> int: ...
+
+    def batch(self, indices: list[int]) -> dict[str, list[Any]]: ...
+
+
+@runtime_checkable
+class SupportsLengths(Protocol):
+    """Optional: a data source that knows its sequence lengths without loading them."""
+
+    def lengths(self) -> Sequence[int]: ...
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    ``metrics`` is the last eval (``eval_loss``, ``eval_accuracy``, ``eval_macro_f1``;
+    empty without eval data). ``history`` holds every training log record and eval record
+    (deterministic: no timings). ``interrupted`` is True when ``should_stop`` ended the run
+    (the run can be resumed). Timings cover this call only.
+    """
+
+    global_step: int
+    epochs_completed: int
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    stopped_early: bool
+    train_samples_per_s: float
+    seconds: float
+    interrupted: bool = False
+    resumed_from_step: int | None = None
+
+
+@dataclass
+class _Progress:
+    """Everything about where the run is, checkpointed as plain values."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0  # optimizer steps done in ``epoch``
+    global_step: int = 0
+    epochs_completed: int = 0
+    best_metric: float | None = None
+    patience: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+    # Open logging window, checkpointed so that the first log after a resume is the same.
+    window_loss: float = 0.0
+    window_steps: int = 0
+    last_metrics: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def collate(
+    batch: dict[str, list[Any]], pad_id: int, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Pad a batch to its longest sequence (right padding) and build model inputs."""
+    ids: list[list[int]] = batch["input_ids"]
+    masks: list[list[int]] = batch["attention_mask"]
+    width = max((len(x) for x in ids), default=0)
+    input_ids = [list(x) + [pad_id] * (width - len(x)) for x in ids]
+    attention = [list(m) + [0] * (width - len(m)) for m in masks]
+    return {
+        "input_ids": torch.tensor(input_ids, dtype=torch.long, device=device),
+        "attention_mask": torch.tensor(attention, dtype=torch.long, device=device),
+        "labels": torch.tensor(batch["label"], dtype=torch.long, device=device),
+    }
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled example order of ``epoch``: a pure function of ``(n, seed, epoch)``.
+
+    The generator seed is derived by hashing so that neighbouring (seed, epoch) pairs do
+    not collide, and a private generator is used so that the order does not depend on
+    how many draws the global RNG has seen (model init, dropout, a resume).
+    """
+    digest = hashlib.sha256(f"clowder-ml/epoch-order/{seed}/{epoch}".encode()).digest()
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int.from_bytes(digest[:8], "big") & (2**63 - 1))
+    order: list[int] = torch.randperm(n, generator=gen).tolist()
+    return order
+
+
+def _epoch_groups(n: int, params: TrainParams, epoch: int) -> list[list[list[int]]]:
+    """Micro-batches of ``epoch`` grouped per optimizer step (last ones may be short)."""
+    order = epoch_order(n, params.seed, epoch)
+    bs = params.batch_size
+    batches = [order[i : i + bs] for i in range(0, n, bs)]
+    acc = params.gradient_accumulation
+    return [batches[i : i + acc] for i in range(0, len(batches), acc)]
+
+
+# --------------------------------------------------------------------------- optimizer
+
+
+_NORM_TYPES: tuple[type[torch.nn.Module], ...] = (
+    torch.nn.LayerNorm,
+    torch.nn.GroupNorm,
+    torch.nn.modules.batchnorm._BatchNorm,
+    torch.nn.RMSNorm,
+)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay for weight matrices; none for biases and normalisation weights.
+
+    Norm weights are found by module type and, for custom norms (HF names them
+    ``LayerNorm``/``layer_norm``), by name. Order follows ``named_parameters`` so that the
+    optimizer state layout is the same in every process.
+    """
+    no_decay: set[str] = set()
+    for mod_name, module in model.named_modules():
+        for p_name, _ in module.named_parameters(recurse=False):
+            full = f"{mod_name}.{p_name}" if mod_name else p_name
+            lowered = full.lower()
+            if (
+                isinstance(module, _NORM_TYPES)
+                or p_name == "bias"
+                or "layernorm" in lowered
+                or "layer_norm" in lowered
+            ):
+                no_decay.add(full)
+    decay: list[torch.nn.Parameter] = []
+    plain: list[torch.nn.Parameter] = []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (plain if name in no_decay else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": plain, "weight_decay": 0.0},
+    ]
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warmup from 0 to 1 over ``warmup_steps``, then linear decay to 0 at
+    ``total_steps``. ``step`` is the number of optimizer steps already taken."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1) if warmup_steps else 1.0
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def _schedule(params: TrainParams, n_train: int) -> tuple[int, int]:
+    batches_per_epoch = math.ceil(n_train / params.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / params.gradient_accumulation)
+    total = steps_per_epoch * params.epochs
+    if params.max_steps is not None:
+        total = min(total, params.max_steps)
+    if params.warmup_steps is not None:
+        warmup = params.warmup_steps
+    else:
+        warmup = math.ceil(total * params.warmup_ratio)
+    return warmup, total
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def list_checkpoints(checkpoint_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints in ``checkpoint_dir`` as ``(global_step, path)``, oldest first.
+
+    Only fully written checkpoints carry the final name (they are renamed into place), so
+    a crash while writing never leaves a half checkpoint that would be picked up.
+    """
+    if not checkpoint_dir.is_dir():
+        return []
+    found = []
+    for entry in checkpoint_dir.iterdir():
+        m = _CHECKPOINT_RE.match(entry.name)
+        if m and entry.is_dir():
+            found.append((int(m.group(1)), entry))
+    return sorted(found)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """Write the model's ``state_dict`` as safetensors.
+
+    ``safetensors.torch.save_model`` is ``save_file`` of the state dict with tied
+    (storage-sharing) tensors written once, which plain ``save_file`` refuses.
+    """
+    save_model(model, str(path))
+
+
+def _write_checkpoint(
+    checkpoint_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    progress: _Progress,
+    params: TrainParams,
+    n_train: int,
+    schedule: tuple[int, int],
+) -> Path:
+    """Write ``checkpoint-<global_step>`` atomically and keep the newest ``KEEP_CHECKPOINTS``."""
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    final = checkpoint_dir / f"{CHECKPOINT_PREFIX}{progress.global_step:09d}"
+    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=checkpoint_dir))
+    try:
+        save_weights(model, tmp / WEIGHTS_FILE)
+        state = {
+            "format": STATE_FORMAT,
+            "params": dataclasses.asdict(params),
+            "n_train": n_train,
+            "schedule": {
+                "kind": "linear_warmup_linear_decay",
+                "warmup_steps": schedule[0],
+                "total_steps": schedule[1],
+            },
+            "optimizer": optimizer.state_dict(),
+            "rng": determinism.rng_state(),
+            "progress": dataclasses.asdict(progress),
+        }
+        torch.save(state, tmp / STATE_FILE)
+        for f in (tmp / WEIGHTS_FILE, tmp / STATE_FILE):
+            _fsync_file(f)
+        _fsync_dir(tmp)
+        if final.exists():  # same step written before (resumed, then stopped at once)
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(checkpoint_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for _, old in list_checkpoints(checkpoint_dir)[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _load_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    params: TrainParams,
+    n_train: int,
+) -> _Progress:
+    """Restore weights, optimizer and RNG states; return the progress to continue from."""
+    state: dict[str, Any] = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    if state.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path}: unsupported checkpoint format {state.get('format')!r}")
+    saved = {k: v for k, v in state["params"].items() if k not in _RESUME_FREE_FIELDS}
+    now = {k: v for k, v in dataclasses.asdict(params).items() if k not in _RESUME_FREE_FIELDS}
+    if saved != now:
+        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        raise ValueError(f"{path}: cannot resume with different params: {diff}")
+    if state["n_train"] != n_train:
+        raise ValueError(f"{path}: checkpoint was for {state['n_train']} examples, not {n_train}")
+    missing, unexpected = load_model(model, str(path / WEIGHTS_FILE), strict=True)
+    del missing, unexpected  # strict=True raises on either
+    optimizer.load_state_dict(state["optimizer"])
+    determinism.set_rng_state(state["rng"])
+    return _Progress(**state["progress"])
+
+
+def _clean_tmp(checkpoint_dir: Path) -> None:
+    """Remove leftovers of checkpoints whose writing was interrupted."""
+    if checkpoint_dir.is_dir():
+        for entry in checkpoint_dir.iterdir():
+            if entry.name.startswith(_TMP_PREFIX) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- eval
+
+
+def _lengths(data: DataSource) -> list[int]:
+    if isinstance(data, SupportsLengths):
+        return [int(x) for x in data.lengths()]
+    return [len(x) for x in data.batch(list(range(len(data))))["input_ids"]]
+
+
+def evaluate(
+    model: torch.nn.Module, data: DataSource, batch_size: int, *, pad_id: int = 0
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``data``: loss, accuracy, macro_f1, confusion matrix, predictions.
+
+    Examples are batched by descending length (less padding, faster) and the predictions
+    are mapped back to the original order. ``loss`` is the mean per-example cross entropy.
+    The number of labels is the width of the logits. Leaves the model in eval mode and all
+    RNG states untouched (the global RNG is forked, in case a model draws in eval mode).
+    """
+    n = len(data)
+    if n == 0:
+        raise ValueError("evaluate: empty data")
+    device = _device(model)
+    lengths = _lengths(data)
+    order = sorted(range(n), key=lambda i: (-lengths[i], i))
+    preds: list[int] = [0] * n
+    labels: list[int] = [0] * n
+    loss_sum = 0.0
+    n_labels = 0
+    model.eval()
+    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda_devices), torch.inference_mode():
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            inputs = collate(data.batch(idx), pad_id, device)
+            logits = model(
+                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+            ).logits
+            n_labels = int(logits.shape[-1])
+            loss_sum += float(F.cross_entropy(logits.float(), inputs["labels"], reduction="sum"))
+            for i, p, y in zip(
+                idx, logits.argmax(dim=-1).tolist(), inputs["labels"].tolist(), strict=True
+            ):
+                preds[i] = int(p)
+                labels[i] = int(y)
+    return {
+        "loss": loss_sum / n,
+        "accuracy": accuracy(labels, preds),
+        "macro_f1": macro_f1(labels, preds, n_labels),
+        "confusion_matrix": confusion_matrix(labels, preds, n_labels),
+        "predictions": preds,
+    }
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- train
+
+
+def train(
+    model: torch.nn.Module,
+    train_data: DataSource,
+    eval_data: DataSource | None,
+    params: TrainParams,
+    *,
+    checkpoint_dir: Path | None = None,
+    on_metrics: Callable[[int, dict[str, float]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Fine-tune ``model`` (HF sequence-classifier-like: ``forward(input_ids,
+    attention_mask, labels)`` returning an object with ``.loss`` and ``.logits``).
+
+    A fresh run seeds python/numpy/torch from ``params.seed`` (dropout draws from the
+    global torch RNG). If ``checkpoint_dir`` holds a checkpoint, the run resumes from the
+    latest instead: weights, AdamW state, RNG states and progress are restored and the
+    optimizer steps already done in the current epoch are skipped without drawing.
+
+    Per optimizer step: ``gradient_accumulation`` micro-batches, each loss divided by the
+    number of micro-batches in the step; gradient clipping to ``max_grad_norm``; AdamW
+    (decoupled decay, none for biases/norm weights) at the scheduled learning rate.
+    Every ``log_every_steps`` steps ``on_metrics(step, {"loss", "learning_rate",
+    "samples_per_s"})`` (loss: mean over the steps since the last log); after each epoch
+    (if ``eval_every_epoch`` and ``eval_data``) ``on_metrics(step, {"eval_loss",
+    "eval_accuracy", "eval_macro_f1"})``. Every ``checkpoint_every_steps`` steps a
+    checkpoint is written (before the epoch's eval, so a resume repeats that eval).
+    ``should_stop`` is polled after every optimizer step; when it returns True a
+    checkpoint is written (if ``checkpoint_dir``) and the run returns ``interrupted``.
+    An exception from a callback propagates; resume from the latest checkpoint.
+    """
+    t_start = time.perf_counter()
+    n_train = len(train_data)
+    if n_train == 0:
+        raise ValueError("train: empty training data")
+    device = _device(model)
+    eval_bs = params.eval_batch_size or params.batch_size
+    schedule = _schedule(params, n_train)
+    warmup_steps, total_steps = schedule
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, params.weight_decay), lr=params.learning_rate, weight_decay=0.0
+    )
+
+    progress = _Progress()
+    resumed_from: int | None = None
+    if checkpoint_dir is not None:
+        _clean_tmp(checkpoint_dir)
+        existing = list_checkpoints(checkpoint_dir)
+        if existing:
+            resumed_from, latest = existing[-1]
+            progress = _load_checkpoint(latest, model, optimizer, params, n_train)
+    if resumed_from is None:
+        determinism.seed_all(params.seed)
+
+    samples_this_call = 0
+    train_seconds = 0.0
+    window_samples = 0
+    window_t = time.perf_counter()
+    last_ckpt_step = resumed_from
+    interrupted = False
+
+    def run_eval() -> None:
+        assert eval_data is not None
+        res = evaluate(model, eval_data, eval_bs, pad_id=params.pad_id)
+        metrics = {
+            "eval_loss": float(res["loss"]),
+            "eval_accuracy": float(res["accuracy"]),
+            "eval_macro_f1": float(res["macro_f1"]),
+        }
+        progress.last_metrics = metrics
+        progress.history.append({"step": progress.global_step, "epoch": progress.epoch, **metrics})
+        if on_metrics is not None:
+            on_metrics(progress.global_step, dict(metrics))
+
+    def limit_reached() -> bool:
+        return params.max_steps is not None and progress.global_step >= params.max_steps
+
+    while progress.epoch < params.epochs and not progress.stopped_early and not limit_reached():
+        groups = _epoch_groups(n_train, params, progress.epoch)
+        model.train()
+        t_epoch = time.perf_counter()
+        # Resume: the epoch order is recomputed from (seed, epoch); steps already done are
+        # skipped without touching any RNG, so the restored RNG state lines up exactly.
+        for gi in range(progress.step_in_epoch, len(groups)):
+            if limit_reached():
+                break
+            group = groups[gi]
+            lr = params.learning_rate * lr_factor(progress.global_step, warmup_steps, total_steps)
+            for pg in optimizer.param_groups:
+                pg["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            n_samples = 0
+            for idx in group:
+                inputs = collate(train_data.batch(idx), params.pad_id, device)
+                loss = model(**inputs).loss / len(group)
+                loss.backward()
+                step_loss += float(loss.detach())
+                n_samples += len(idx)
+            if params.max_grad_norm is not None and params.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
+            optimizer.step()
+            progress.global_step += 1
+            progress.step_in_epoch = gi + 1
+            progress.window_loss += step_loss
+            progress.window_steps += 1
+            samples_this_call += n_samples
+            window_samples += n_samples
+
+            if progress.global_step % params.log_every_steps == 0:
+                now = time.perf_counter()
+                record = {
+                    "loss": progress.window_loss / progress.window_steps,
+                    "learning_rate": lr,
+                    "epoch": progress.epoch,
+                }
+                progress.window_loss, progress.window_steps = 0.0, 0
+                rate = window_samples / max(now - window_t, 1e-9)
+                window_samples, window_t = 0, now
+                # Throughput goes to the callback only: history stays deterministic.
+                progress.history.append({"step": progress.global_step, **record})
+                if on_metrics is not None:
+                    on_metrics(progress.global_step, {**record, "samples_per_s": rate})
+            if (
+                checkpoint_dir is not None
+                and params.checkpoint_every_steps is not None
+                and progress.global_step % params.checkpoint_every_steps == 0
+            ):
+                _write_checkpoint(
+                    checkpoint_dir, model, optimizer, progress, params, n_train, schedule
+                )
+                last_ckpt_step = progress.global_step
+            if should_stop is not None and should_stop():
+                interrupted = True
+                break
+        train_seconds += time.perf_counter() - t_epoch
+        if interrupted:
+            if checkpoint_dir is not None and last_ckpt_step != progress.global_step:
+                _write_checkpoint(
+                    checkpoint_dir, model, optimizer, progress, params, n_train, schedule
+                )
+            break
+        if progress.step_in_epoch < len(groups):
+            break  # max_steps reached inside the epoch
+        progress.epochs_completed = progress.epoch + 1
+        if eval_data is not None and params.eval_every_epoch:
+            run_eval()
+            _update_early_stopping(progress, params)
+        progress.epoch += 1
+        progress.step_in_epoch = 0
+
+    if not interrupted and eval_data is not None:
+        # Final metrics reflect the final weights: evaluate unless the last eval already did.
+        last_eval_step = next(
+            (int(h["step"]) for h in reversed(progress.history) if "eval_loss" in h), None
+        )
+        if last_eval_step != progress.global_step or not progress.last_metrics:
+            run_eval()
+
+    return TrainResult(
+        global_step=progress.global_step,
+        epochs_completed=progress.epochs_completed,
+        metrics=dict(progress.last_metrics),
+        history=[dict(h) for h in progress.history],
+        stopped_early=progress.stopped_early,
+        train_samples_per_s=samples_this_call / train_seconds if train_seconds > 0 else 0.0,
+        seconds=time.perf_counter() - t_start,
+        interrupted=interrupted,
+        resumed_from_step=resumed_from,
+    )
+
+
+def _update_early_stopping(progress: _Progress, params: TrainParams) -> None:
+    """Track the best ``eval_<metric>`` (higher is better) and the patience counter."""
+    value = progress.last_metrics[f"eval_{params.metric}"]
+    if progress.best_metric is None or value > progress.best_metric:
+        progress.best_metric = value
+        progress.patience = 0
+    else:
+        progress.patience += 1
+    if (
+        params.early_stopping_patience is not None
+        and progress.patience >= params.early_stopping_patience
+    ):
+        progress.stopped_early = True
