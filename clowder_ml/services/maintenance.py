@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from clowder_ml.services import datasets, jobs
+from clowder_ml.services import datasets, jobs, models
 
 if TYPE_CHECKING:
     from clowder_ml.api.platform import Platform
@@ -15,5 +15,6 @@ def collect(platform: Platform, grace_seconds: float | None = None) -> tuple[int
     grace = platform.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
     expired = platform.uploads.expire(grace)
     with platform.db.session() as s:
-        referenced = datasets.referenced_digests(s) | jobs.output_digests(s)
+        referenced = (datasets.referenced_digests(s) | jobs.output_digests(s)
+                      | models.file_digests(s))
     return expired, platform.blobs.collect(referenced, grace)
