@@ -128,6 +128,13 @@ class ResourcesUnsatisfiable(ClowderMLError):
     status = 422
 
 
+class TrainingFailed(ClowderMLError):
+    """Training could not complete (the worker's own one-line reason, or repeated deaths)."""
+
+    code = "training_failed"
+    status = 422
+
+
 class UnsafeArchive(ClowderMLError):
     code = "unsafe_archive"
     status = 422

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     job_env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment variables for every job (JSON)"
     )
+    job_shared_dir: Path | None = Field(
+        default=None, description="Checkpoints, on storage all Ray nodes share; "
+        "<data>/shared if unset"
+    )
     extra_tasks: list[str] = Field(
         default_factory=list, description="Modules with more tasks (each exports TASKS)"
     )

@@ -360,6 +360,8 @@ class Dispatcher:
             "OPENBLAS_NUM_THREADS": threads,
             "CLOWDER_ML_JOB_CPUS": f"{spec.resources.cpus:g}",
             "CLOWDER_ML_JOB_GPUS": f"{spec.resources.gpus:g}",
+            "CLOWDER_ML_SHARED_DIR": str(self.settings.job_shared_dir
+                                         or self.settings.resolved_data_dir / "shared"),
         }
         if self.settings.extra_tasks:
             env["CLOWDER_ML_EXTRA_TASKS"] = ",".join(self.settings.extra_tasks)

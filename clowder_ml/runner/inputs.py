@@ -92,5 +92,6 @@ def materialize(api: RunnerApi, cache: BlobCache, inputs: list[dict[str, Any]], 
                 progress(done, total, f["path"])
         folder.mkdir(parents=True, exist_ok=True)
         out.append(InputData(kind=item["kind"], ref=item["ref"], version=item.get("version"),
-                             path=folder, files=paths, name=item.get("name") or item["ref"]))
+                             path=folder, files=paths, name=item.get("name") or item["ref"],
+                             digests={f["path"]: f["sha256"] for f in item["files"]}))
     return out

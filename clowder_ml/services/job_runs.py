@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -33,17 +33,22 @@ from clowder_ml.db.models import (
     JobEvent,
     JobMetric,
     JobOutput,
+    ModelFile,
+    ModelVersion,
     User,
     VersionFile,
     utcnow,
 )
 from clowder_ml.db.session import Database
 from clowder_ml.engine.states import JobState
-from clowder_ml.errors import InvalidJobTransition, NotFound, StorageFull
-from clowder_ml.services import jobs
+from clowder_ml.errors import ClowderMLError, InvalidJobTransition, NotFound, StorageFull
+from clowder_ml.services import jobs, models
 from clowder_ml.services.paths import normalize_path
 from clowder_ml.settings import Settings
 from clowder_ml.storage.blobstore import BlobInfo
+
+if TYPE_CHECKING:
+    from clowder_ml.api.platform import Platform
 
 MAX_LOG_BYTES = 64 << 20  # per job; beyond this the log is cut (the runner keeps going)
 LOG_TAIL_LINES = 40
@@ -62,10 +67,25 @@ def _version(s: Session, item: dict[str, Any]) -> DatasetVersion:
     return v
 
 
+def _model_input(s: Session, item: dict[str, Any]) -> RunnerInput:
+    version = s.get(ModelVersion, jobs.model_version_id(item["ref"]))
+    if version is None:
+        raise NotFound(f"Input model {item.get('mount')!r} version {item['version']} no "
+                       "longer exists.", "It was deleted after the job was submitted.")
+    return RunnerInput(
+        kind="model", ref=item["ref"], version=item["version"], mount=item.get("mount"),
+        name=models.ref_of(s, version),
+        files=[RunnerFile(path=f.path, sha256=f.sha256, size=f.size)
+               for f in models.files(s, version)])
+
+
 def runner_job(s: Session, job: Job) -> RunnerJob:
     """The spec and every input's file manifest (path, sha256, size)."""
     inputs: list[RunnerInput] = []
     for item in job.spec.get("inputs", []):
+        if item["kind"] == "model":
+            inputs.append(_model_input(s, item))
+            continue
         v = _version(s, item)
         q = select(VersionFile).where(VersionFile.version_id == v.id)
         if item["kind"] == "file":
@@ -84,6 +104,13 @@ def runner_job(s: Session, job: Job) -> RunnerJob:
 def can_read_blob(s: Session, job: Job, sha256: str) -> bool:
     """Whether ``sha256`` is the content of one of the job's input files."""
     for item in job.spec.get("inputs", []):
+        if item["kind"] == "model":
+            hit = s.scalar(select(ModelFile.path).where(
+                ModelFile.version_id == jobs.model_version_id(item["ref"]),
+                ModelFile.sha256 == sha256).limit(1))
+            if hit is not None:
+                return True
+            continue
         v = s.scalar(select(DatasetVersion.id).join(Dataset).where(
             Dataset.id == item["ref"], DatasetVersion.number == int(item["version"])))
         if v is None:
@@ -187,13 +214,31 @@ def record_output(db: Database, job: Job, path: str, info: BlobInfo) -> JobOutpu
     return row
 
 
-def finish(db: Database, job: Job, body: RunnerFinish) -> Job:
-    """The runner's final word: SUCCEEDED with its result, or FAILED with its reason."""
+def finish(platform: Platform, job: Job, body: RunnerFinish) -> Job:
+    """The runner's final word: SUCCEEDED with its result, or FAILED with its reason.
+
+    A task with a publish step (register the model, add predictions to a dataset) runs it
+    first; if that fails the job fails with its message. Publish steps are idempotent, so a
+    runner retrying this call after a lost answer publishes once.
+    """
+    db = platform.db
     if body.status == "succeeded":
+        result = dict(body.result or {})
+        task = platform.tasks.get(job.task)
+        if task.publish is not None:
+            try:
+                with db.session() as s:
+                    row = s.get(Job, job.id)
+                    assert row is not None
+                    result = task.load_publish()(s, platform, row, result)
+            except ClowderMLError as exc:
+                return jobs.transition(db, job.id, JobState.FAILED,
+                                       f"publishing failed: {exc.message}",
+                                       reason=exc.message, result=result)
         return jobs.transition(db, job.id, JobState.SUCCEEDED, "task finished",
-                               result=body.result or {})
+                               result=result)
     reason = (body.reason or "The task failed.").strip().splitlines()[0][:500]
-    return jobs.transition(db, job.id, JobState.FAILED, f"task failed: {reason}",
+    return jobs.transition(platform.db, job.id, JobState.FAILED, f"task failed: {reason}",
                            reason=reason)
 
 

@@ -21,10 +21,11 @@ from clowder_ml.db.session import Database
 from clowder_ml.engine.spec import InputRef, JobSpec
 from clowder_ml.engine.states import JobState, check_transition
 from clowder_ml.errors import InvalidJobTransition, NotFound, ValidationFailed
-from clowder_ml.services import datasets
-from clowder_ml.tasks.registry import TaskRegistry
+from clowder_ml.services import datasets, models
+from clowder_ml.tasks.registry import BUILTIN_MODELS, TaskRegistry
 
 ID_PREFIX = "job_"
+MODEL_VERSION_PREFIX = "mv_"  # a pinned model input's ref: mv_<version row id>
 
 
 def create(s: Session, owner: User, spec: JobSpec) -> Job:
@@ -43,8 +44,10 @@ def _pin(s: Session, user: User, item: InputRef) -> InputRef:
     A dataset the user cannot read is NotFound, exactly as everywhere else.
     """
     if item.kind == "model":
-        raise ValidationFailed("Model inputs are not supported yet.",
-                               "Pass datasets; model versions come with the model registry.")
+        mv = models.resolve(s, user, item.ref)
+        return item.model_copy(update={
+            "ref": f"{MODEL_VERSION_PREFIX}{mv.id}", "version": mv.number,
+            "mount": item.mount or models.model_of(s, mv).name})
     ds = datasets.resolve(s, user, item.ref)
     version = datasets.get_version(s, ds, item.version)
     if version is None:
@@ -58,6 +61,11 @@ def _pin(s: Session, user: User, item: InputRef) -> InputRef:
                                    "mount": item.mount or ds.name})
 
 
+def model_version_id(ref: str) -> int:
+    """The row id in a pinned model input's ref (``mv_<id>``)."""
+    return int(ref.removeprefix(MODEL_VERSION_PREFIX))
+
+
 def submit(s: Session, user: User, spec: JobSpec, registry: TaskRegistry) -> Job:
     """Validate ``spec`` (task, params, inputs the user can read) and record a PENDING job.
 
@@ -65,8 +73,12 @@ def submit(s: Session, user: User, spec: JobSpec, registry: TaskRegistry) -> Job
     when submitting, whatever is uploaded later.
     """
     task = registry.get(spec.task)
-    task.parse_params(spec.params)
-    pinned = [_pin(s, user, item) for item in spec.inputs]
+    params = task.parse_params(spec.params)
+    refs = [InputRef(kind="model", ref=str(value), mount=name) for name in task.model_params
+            if (value := getattr(params, name, None)) and value not in BUILTIN_MODELS]
+    pinned = [_pin(s, user, item) for item in [*spec.inputs, *refs]]
+    if task.validate is not None:  # checks that need the database (e.g. write access)
+        task.load_validate()(s, user, params, pinned)
     n = sum(1 for item in pinned if item.kind == "dataset")
     if n < task.min_datasets or (task.max_datasets is not None and n > task.max_datasets):
         want = (str(task.min_datasets) if task.min_datasets == task.max_datasets

@@ -28,6 +28,7 @@ class InputData:
     path: Path
     name: str = ""
     files: list[str] = field(default_factory=list)
+    digests: dict[str, str] = field(default_factory=dict)  # path -> sha256
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from clowder_ml.tasks.context import TaskContext
 
 
+# Base models that ship with the platform (no registry entry; resolved on the node).
+BUILTIN_MODELS = frozenset({"minilm-l6"})
+
+
 class TaskParams(BaseModel):
     """Base of every task's params: unknown params are refused, not silently ignored."""
 
@@ -43,11 +47,28 @@ class TaskDef:
     entry: str
     min_datasets: int = 0
     max_datasets: int | None = None
+    # Params whose value names a model version ("sentiment@latest"): pinned at submission as
+    # model inputs mounted under the param's name (built-in base models excepted).
+    model_params: tuple[str, ...] = ()
+    # Server side, both "module:function" (imported on the server, so keep them light):
+    # validate(session, user, params, pinned inputs) at submission, raising to refuse;
+    # publish(session, platform, job, result) -> result, when the runner reports success
+    # (register a model version, add predictions to a dataset). Must be idempotent.
+    validate: str | None = None
+    publish: str | None = None
 
     def load(self) -> Callable[[TaskContext], dict[str, Any]]:
-        module, _, func = self.entry.partition(":")
-        fn: Callable[[TaskContext], dict[str, Any]] = getattr(importlib.import_module(module),
-                                                              func)
+        fn: Callable[[TaskContext], dict[str, Any]] = _import(self.entry)
+        return fn
+
+    def load_validate(self) -> Callable[..., None]:
+        assert self.validate is not None
+        fn: Callable[..., None] = _import(self.validate)
+        return fn
+
+    def load_publish(self) -> Callable[..., dict[str, Any]]:
+        assert self.publish is not None
+        fn: Callable[..., dict[str, Any]] = _import(self.publish)
         return fn
 
     def parse_params(self, params: dict[str, Any]) -> TaskParams:
@@ -61,6 +82,11 @@ class TaskDef:
                                    f"Accepted params: {', '.join(self.params.model_fields)}"
                                    if self.params.model_fields else "This task takes no params."
                                    ) from None
+
+
+def _import(entry: str) -> Any:
+    module, _, name = entry.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 class DatasetProfileParams(TaskParams):
@@ -82,12 +108,16 @@ BUILTIN: tuple[TaskDef, ...] = (
 )
 
 
+# Modules of built-in tasks that declare themselves (each exports TASKS).
+BUILTIN_MODULES = ("clowder_ml.tasks.text_classification",)
+
+
 class TaskRegistry:
     """The tasks a server (or runner) knows: the built-ins plus extra modules."""
 
     def __init__(self, extra_modules: Iterable[str] = ()) -> None:
         self._tasks: dict[str, TaskDef] = {t.name: t for t in BUILTIN}
-        for name in extra_modules:
+        for name in (*BUILTIN_MODULES, *extra_modules):
             try:
                 module = importlib.import_module(name)
             except ImportError as exc:

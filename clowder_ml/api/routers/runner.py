@@ -88,6 +88,6 @@ async def put_output(path: str, request: Request, job: JobDep,
 @router.post("/finish", response_model=FinishAck)
 def finish(body: RunnerFinish, job: JobDep, platform: PlatformDep) -> FinishAck:
     """SUCCEEDED with the result, or FAILED with a one-line reason; the token ends here."""
-    done = job_runs.finish(platform.db, job, body)
+    done = job_runs.finish(platform, job, body)
     platform.wake_dispatcher()
     return FinishAck(state=done.state)

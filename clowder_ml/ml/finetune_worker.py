@@ -1,0 +1,128 @@
+"""The training worker: one process that fine-tunes, checkpoints, and saves the model folder.
+
+It is started by a launcher (``clowder_ml.ml.launch``): as a child process of the runner
+(``python -m clowder_ml.ml.finetune_worker CONFIG.json``) or as a Ray Train worker. Either
+way it may be killed at any moment and started again with the same config: it then resumes
+from the newest checkpoint in ``checkpoint_dir`` (weights, optimizer, RNG states, data
+position), and ends with the same weights as a run that was never interrupted.
+
+Metrics stream to the job while it trains (the runner API, with the job's token from the
+environment). A failure of the training itself (bad data, out of memory) is written to
+``error.json`` in the output folder as one line, for the launcher to report; the worker then
+exits 1, which the launcher does not retry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from clowder_ml.errors import ClowderMLError
+
+ERROR_FILE = "error.json"
+RESULT_FILE = "train_result.json"
+
+
+def _reporter() -> Any:
+    """A Reporter for the job, or None outside a job (tests, benchmarks)."""
+    url, token = os.environ.get("CLOWDER_ML_API_URL"), os.environ.get("CLOWDER_ML_JOB_TOKEN")
+    if not url or not token:
+        return None
+    from clowder_ml.runner.api import RunnerApi
+    from clowder_ml.runner.reporter import Reporter
+
+    return Reporter(RunnerApi(url, token, retry_s=60.0)).start()
+
+
+def train_worker(config: dict[str, Any]) -> dict[str, Any]:
+    """Train per ``config`` (written by ``tasks.text_finetune``); returns the result it also
+    writes to ``<output_dir>/train_result.json``."""
+    import torch
+
+    from clowder_ml.ml import determinism, models
+    from clowder_ml.ml.textdata import TokenizedTable
+    from clowder_ml.ml.train_loop import TrainParams, evaluate, train
+
+    facts = determinism.setup(int(config["seed"]), int(config["threads"]))
+    labels: list[str] = list(config["labels"])
+    # Built after seeding: the new classification head's initial weights are reproducible.
+    model, tokenizer = models.load_for_finetune(Path(config["base_dir"]), labels)
+    device = torch.device("cuda" if config.get("use_gpu") and torch.cuda.is_available()
+                          else "cpu")
+    model.to(device)
+    params = TrainParams(**config["train_params"],
+                         pad_id=int(tokenizer.pad_token_id or 0))
+    train_data = TokenizedTable(Path(config["train_arrow"]))
+    eval_data = TokenizedTable(Path(config["eval_arrow"])) if config.get("eval_arrow") else None
+    reporter = _reporter()
+    total_steps = int(config.get("total_steps") or 0)
+
+    def on_metrics(step: int, values: dict[str, float]) -> None:
+        if reporter is None:
+            return
+        for name, value in values.items():
+            reporter.metric(step, name, value)
+        if total_steps:
+            reporter.progress(step, total_steps, f"step {step} of {total_steps}")
+
+    try:
+        result = train(model, train_data, eval_data, params,
+                       checkpoint_dir=Path(config["checkpoint_dir"]), on_metrics=on_metrics)
+        final: dict[str, Any] = {}
+        if eval_data is not None and len(eval_data):
+            final = evaluate(model, eval_data, params.eval_batch_size or params.batch_size,
+                             pad_id=params.pad_id)
+        out = Path(config["output_dir"])
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        summary = {
+            "global_step": result.global_step, "epochs_completed": result.epochs_completed,
+            "stopped_early": result.stopped_early, "history": result.history,
+            "train_samples_per_s": result.train_samples_per_s, "seconds": result.seconds,
+            "resumed_from_step": result.resumed_from_step, "determinism": facts,
+            "eval": {k: final[k] for k in ("loss", "accuracy", "macro_f1", "confusion_matrix")
+                     if k in final},
+        }
+        (out / RESULT_FILE).write_text(json.dumps(summary, default=str))
+        return summary
+    finally:
+        if reporter is not None:
+            reporter.close()
+
+
+def train_or_record_failure(config: dict[str, Any]) -> bool:
+    """Train; on a failure of the training itself (retrying would fail the same way) write
+    its one-line reason to ``error.json`` and return False."""
+    try:
+        train_worker(config)
+    except (ClowderMLError, ValueError, RuntimeError, OSError) as exc:
+        traceback.print_exc()
+        reason = exc.message if isinstance(exc, ClowderMLError) else \
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+        out = Path(config["output_dir"])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ERROR_FILE).write_text(json.dumps({"reason": reason[:500]}))
+        return False
+    return True
+
+
+def train_worker_ray(config: dict[str, Any]) -> None:
+    """Ray Train's ``train_loop_per_worker``: one worker (rank 0) trains and saves. A lost
+    worker raises nothing here (its process is gone): Ray Train restarts it to resume."""
+    import ray.train
+
+    if ray.train.get_context().get_world_rank() == 0:
+        train_or_record_failure(config)
+
+
+def main(argv: list[str]) -> int:
+    return 0 if train_or_record_failure(json.loads(Path(argv[1]).read_text())) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,93 @@
+"""Run the training worker and keep it running until it finishes: the one place that decides
+how training is placed on the cluster.
+
+- ``local``: the worker is a child process of the runner, on the runner's node and within
+  the CPUs the job reserved. When it dies for an infrastructure reason (killed, out of memory
+  kill, crash) it is started again and resumes from its last checkpoint, up to
+  ``max_failures`` times. No extra start-up cost: this is the default for one CPU worker.
+- ``ray-train``: Ray Train's ``TorchTrainer`` with ``ScalingConfig`` and ``FailureConfig``
+  (worker actors placed by Ray, restarted by Ray Train on failure, same checkpoint resume).
+  Used for GPU workers and when asked for; it costs Ray Train's start-up time (about 10-20 s
+  on a 2-core machine).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from clowder_ml.errors import TrainingFailed
+from clowder_ml.ml.finetune_worker import ERROR_FILE, RESULT_FILE
+
+Launcher = Literal["auto", "local", "ray-train"]
+
+
+def choose(launcher: Launcher, workers: int, use_gpu: bool) -> Literal["local", "ray-train"]:
+    if launcher != "auto":
+        return launcher
+    return "local" if workers == 1 and not use_gpu else "ray-train"
+
+
+def _outcome(output_dir: Path) -> dict[str, Any]:
+    err = output_dir / ERROR_FILE
+    if err.is_file():
+        raise TrainingFailed(json.loads(err.read_text())["reason"])
+    done = output_dir / RESULT_FILE
+    if not done.is_file():
+        raise TrainingFailed("The training worker ended without saving the model.")
+    result: dict[str, Any] = json.loads(done.read_text())
+    return result
+
+
+def run_local(config: dict[str, Any], config_path: Path, max_failures: int,
+              on_event: Callable[[str], None]) -> dict[str, Any]:
+    """Run the worker as a child process, restarting it after an abnormal death."""
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps(config))
+    output_dir = Path(config["output_dir"])
+    failures = 0
+    while True:
+        proc = subprocess.run(  # noqa: S603 - our own module, fixed argv
+            [sys.executable, "-m", "clowder_ml.ml.finetune_worker", str(config_path)],
+            check=False)
+        if proc.returncode in (0, 1):  # done, or failed for a reason a retry won't fix
+            return _outcome(output_dir)
+        failures += 1
+        how = f"signal {-proc.returncode}" if proc.returncode < 0 else \
+            f"exit code {proc.returncode}"
+        if failures > max_failures:
+            raise TrainingFailed(f"The training worker died ({how}) {failures} times; "
+                                 f"max_failures is {max_failures}.")
+        on_event(f"training worker died ({how}); resuming from the last checkpoint "
+                 f"(restart {failures} of {max_failures})")
+
+
+def run_ray_train(config: dict[str, Any], *, workers: int, use_gpu: bool,
+                  cpus_per_worker: float, storage: Path, name: str,
+                  max_failures: int) -> dict[str, Any]:
+    """Run the worker under Ray Train (``TorchTrainer``) on the job's Ray cluster."""
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from clowder_ml.ml.finetune_worker import train_worker_ray
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=True)
+    trainer = TorchTrainer(
+        train_worker_ray, train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus_per_worker}),
+        run_config=RunConfig(name=name, storage_path=str(storage),
+                             failure_config=FailureConfig(max_failures=max_failures)))
+    result = trainer.fit()
+    if result.error is not None:
+        output_dir = Path(config["output_dir"])
+        if (output_dir / ERROR_FILE).is_file():
+            return _outcome(output_dir)
+        raise TrainingFailed(f"Ray Train failed: {str(result.error).splitlines()[0][:300]}")
+    return _outcome(Path(config["output_dir"]))

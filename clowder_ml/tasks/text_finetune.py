@@ -1,0 +1,200 @@
+"""``text-classification-finetune`` on the Ray node.
+
+1. Check the base model (built-in ``minilm-l6`` or a registered version) and the data
+   (columns, labels, encoding) before any training, with messages naming file, row, column.
+2. Tokenize into memory-mapped Arrow files, cached on the node by the digests of everything
+   that determines them (a re-run does not tokenize again).
+3. Train in a worker that checkpoints to shared storage and is restarted from its last
+   checkpoint if it dies (``clowder_ml.ml.launch``), with seeds, deterministic algorithms and
+   a fixed thread count, so the same inputs give bit-identical weights.
+4. Write the Hugging Face folder to ``outputs/model/`` (model.safetensors, config.json with
+   the label mapping, tokenizer files), with metrics.json, manifest.json and a model card;
+   the server registers it as a model version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from clowder_ml.errors import ValidationFailed
+from clowder_ml.ml import launch, manifest, models, textdata
+from clowder_ml.ml.finetune_worker import ERROR_FILE, RESULT_FILE
+from clowder_ml.runner.inputs import default_cache_dir
+from clowder_ml.runner.threads import reserved_threads
+from clowder_ml.tasks.context import TaskContext
+from clowder_ml.tasks.registry import BUILTIN_MODELS
+from clowder_ml.tasks.text_classification import FinetuneParams
+
+MODEL_OUTPUT = "model"
+TASK = "text-classification-finetune"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _base_model(ctx: TaskContext, p: FinetuneParams) -> tuple[Path, str]:
+    if p.base_model in BUILTIN_MODELS:
+        return models.builtin_dir(p.base_model), p.base_model
+    base = next((i for i in ctx.inputs if i.kind == "model" and i.path.name == "base_model"),
+                None)
+    if base is None:
+        raise ValidationFailed(f"Base model {p.base_model!r} was not provided to the job.")
+    return base.path, base.name
+
+
+def _examples(ctx: TaskContext, p: FinetuneParams
+              ) -> tuple[textdata.TextExamples, textdata.TextExamples | None]:
+    root = ctx.dataset().path
+    exclude = [p.validation_file] if p.validation_file else []
+    tables = textdata.find_tables(root, p.files, exclude=exclude)
+    rel = [t.relative_to(root).as_posix() for t in tables]
+    train = textdata.load_examples(root, rel, p.text_column, p.label_column, p.id_column)
+    if p.validation_file:
+        val = textdata.load_examples(root, [p.validation_file], p.text_column, p.label_column,
+                                     p.id_column)
+        return train, val
+    if p.validation_split > 0:
+        return textdata.split_examples(train, p.validation_split, p.seed)
+    return train, None
+
+
+def _batches(ex: textdata.TextExamples, size: int = 4096) -> list[textdata.TextBatch]:
+    return [textdata.TextBatch(texts=ex.texts[i:i + size],
+                               labels=ex.labels[i:i + size] if ex.labels else None,
+                               ids=ex.ids[i:i + size], rows=ex.rows[i:i + size],
+                               source=ex.sources[i] if ex.sources else "")
+            for i in range(0, len(ex), size)]
+
+
+def _tokenized(ex: textdata.TextExamples, tokenizer: Any, p: FinetuneParams,
+               label_map: dict[str, int], key: str, cache: Path) -> Path:
+    """The examples tokenized into an Arrow file, reused when ``key`` was done before."""
+    out = cache / f"{key}.arrow"
+    if out.is_file():
+        return out
+    cache.mkdir(parents=True, exist_ok=True)
+
+    def tokenize(texts: list[str]) -> dict[str, list[list[int]]]:
+        enc = tokenizer(texts, truncation=p.truncation, max_length=p.max_length,
+                        padding="max_length" if p.padding == "max_length" else False)
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    return textdata.encode_to_arrow(_batches(ex), tokenize, label_map, out)
+
+
+def _model_card(name: str, base: str, labels: list[str], metrics: dict[str, Any],
+                p: FinetuneParams, data: str) -> str:
+    shown = "\n".join(f"| {k} | {v} |" for k, v in metrics.items()
+                      if isinstance(v, int | float))
+    return (f"# {name}\n\nA text classifier fine-tuned by clowder-ml from `{base}` on "
+            f"`{data}`.\n\nLabels: {', '.join(labels)}\n\n| metric | value |\n|---|---|\n"
+            f"{shown}\n\nTraining: {p.epochs} epoch(s), learning rate {p.learning_rate}, "
+            f"batch {p.batch_size}, max length {p.max_length}, seed {p.seed}. Inputs, "
+            "parameters and environment are in manifest.json; the weights are "
+            "model.safetensors (no pickle).\n")
+
+
+def run(ctx: TaskContext) -> dict[str, Any]:
+    p = ctx.params
+    assert isinstance(p, FinetuneParams)
+    if p.workers > 1:
+        raise ValidationFailed("Training on more than one worker is not supported yet.",
+                               "Use workers=1 (the default).")
+    base_dir, base_ref = _base_model(ctx, p)
+    models.check_text_model(base_dir, f"base model {base_ref!r}")
+    train_ex, val_ex = _examples(ctx, p)
+    label_map = textdata.label_mapping(train_ex.labels or [])
+    if val_ex is not None:
+        textdata.check_validation_labels(label_map, val_ex)
+    labels = sorted(label_map, key=label_map.__getitem__)
+    ctx.report.event(f"data: {len(train_ex)} training and "
+                     f"{len(val_ex) if val_ex else 0} validation examples, "
+                     f"{len(labels)} labels")
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    data = ctx.dataset()
+    digests = sorted(data.digests.items())
+    tok_digest = "".join(_sha256(f) for f in sorted(base_dir.glob("*token*"))
+                         + sorted(base_dir.glob("vocab*")))
+    base_key = textdata.cache_key(json.dumps(digests), tok_digest, p.text_column,
+                                  p.label_column, str(p.id_column), str(p.max_length),
+                                  p.padding, str(p.truncation), str(p.validation_file),
+                                  str(p.validation_split), str(p.seed), json.dumps(p.files))
+    cache = default_cache_dir().parent / "tokenized"
+    train_arrow = _tokenized(train_ex, tokenizer, p, label_map, base_key + "-train", cache)
+    eval_arrow = (_tokenized(val_ex, tokenizer, p, label_map, base_key + "-eval", cache)
+                  if val_ex is not None and len(val_ex) else None)
+
+    shared = Path(os.environ.get("CLOWDER_ML_SHARED_DIR") or ctx.work_dir) / "jobs" / ctx.job_id
+    out_dir = shared / "model-out"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    threads = reserved_threads(ctx.cpus)
+    steps_per_epoch = -(-len(train_ex) // (p.batch_size * p.gradient_accumulation))
+    total = min(p.max_steps or 10**9, steps_per_epoch * p.epochs)
+    config = {
+        "base_dir": str(base_dir), "labels": labels, "seed": p.seed, "threads": threads,
+        "use_gpu": p.use_gpu, "train_arrow": str(train_arrow),
+        "eval_arrow": str(eval_arrow) if eval_arrow else None,
+        "checkpoint_dir": str(shared / "checkpoints"), "output_dir": str(out_dir),
+        "total_steps": total,
+        "train_params": {
+            "epochs": p.epochs, "learning_rate": p.learning_rate, "batch_size": p.batch_size,
+            "gradient_accumulation": p.gradient_accumulation, "warmup_ratio": p.warmup_ratio,
+            "weight_decay": p.weight_decay, "max_grad_norm": p.max_grad_norm, "seed": p.seed,
+            "early_stopping_patience": p.early_stopping_patience, "metric": p.metric,
+            "checkpoint_every_steps": p.checkpoint_every_steps, "max_steps": p.max_steps,
+        },
+    }
+    how = launch.choose(p.launcher, p.workers, p.use_gpu)
+    ctx.report.event(f"training {base_ref} for {total} steps ({how} worker, {threads} "
+                     f"thread(s))")
+    if how == "local":
+        trained = launch.run_local(config, shared / "worker.json", p.max_failures,
+                                   ctx.report.event)
+    else:
+        trained = launch.run_ray_train(config, workers=p.workers, use_gpu=p.use_gpu,
+                                       cpus_per_worker=ctx.cpus, storage=shared / "ray",
+                                       name=ctx.job_id, max_failures=p.max_failures)
+
+    model_out = ctx.outputs_dir / MODEL_OUTPUT
+    shutil.copytree(out_dir, model_out, ignore=shutil.ignore_patterns(RESULT_FILE, ERROR_FILE))
+    ev = trained.get("eval") or {}
+    metrics = {f"eval_{k}": v for k, v in ev.items() if k != "confusion_matrix"}
+    metrics.update(train_samples_per_s=trained.get("train_samples_per_s"),
+                   global_step=trained.get("global_step"),
+                   epochs_completed=trained.get("epochs_completed"))
+    digest = _sha256(model_out / "model.safetensors")
+    man = manifest.build(
+        task=TASK, job_id=ctx.job_id,
+        inputs=[{"kind": i.kind, "ref": i.name, "version": i.version, "files": i.digests}
+                for i in ctx.inputs] + ([{"kind": "builtin", "ref": base_ref}]
+                                        if p.base_model in BUILTIN_MODELS else []),
+        params=p.model_dump(mode="json"), determinism=trained.get("determinism", {}),
+        extra={"weights_sha256": digest, "metrics": metrics})
+    (model_out / "manifest.json").write_text(json.dumps(man, indent=2, default=str))
+    (model_out / "metrics.json").write_text(json.dumps(
+        {**metrics, "confusion_matrix": ev.get("confusion_matrix"), "labels": labels,
+         "history": trained.get("history")}, indent=2, default=str))
+    (model_out / "clowder_ml.json").write_text(json.dumps(
+        {"task": "text-classification", "text_column": p.text_column,
+         "label_column": p.label_column, "max_length": p.max_length, "labels": labels,
+         "base_model": base_ref}, indent=2))
+    (model_out / "README.md").write_text(_model_card(p.model_name, base_ref, labels, metrics,
+                                                     p, data.name))
+    shutil.rmtree(shared, ignore_errors=True)  # checkpoints are no longer needed
+    return {"metrics": metrics, "digest": digest, "labels": labels,
+            "train_examples": len(train_ex), "eval_examples": len(val_ex) if val_ex else 0,
+            "base_model": base_ref, "launcher": how, "seconds": trained.get("seconds"),
+            "resumed_from_step": trained.get("resumed_from_step")}
