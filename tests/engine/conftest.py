@@ -52,3 +52,19 @@ def engine_env(head: EmbeddedRayHead, cache_dir: Path, **extra: str) -> dict[str
         "PYTHONPATH": os.pathsep.join([str(TASKS_DIR), os.environ.get("PYTHONPATH", "")]),
         **extra,
     }
+
+
+def kill_runners(api_url: str) -> None:
+    """SIGKILL runner processes that call back ``api_url`` (a test's server): a test that
+    fails midway must not leave runners retrying against a server that is gone."""
+    import contextlib
+    import os
+    import signal
+
+    needle = f"CLOWDER_ML_API_URL={api_url}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)

@@ -22,7 +22,7 @@ import pytest
 
 from clowder_ml.engine.ray_cluster import EmbeddedRayHead
 from tests.conftest import ServerProcess
-from tests.engine.conftest import engine_env
+from tests.engine.conftest import engine_env, kill_runners
 from tests.engine.jobs_helpers import JobsApi
 
 pytestmark = pytest.mark.timeout(300)
@@ -44,6 +44,7 @@ def engine(ray_head: EmbeddedRayHead, tmp_path_factory: pytest.TempPathFactory
     srv.start()
     yield srv
     srv.stop()
+    kill_runners(srv.url)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from clowder_ml.services import jobs, users
 from clowder_ml.settings import Settings
 from clowder_ml.tasks.registry import TaskRegistry
 from tests.conftest import ServerProcess
-from tests.engine.conftest import TASKS_DIR, engine_env
+from tests.engine.conftest import TASKS_DIR, engine_env, kill_runners
 from tests.engine.jobs_helpers import JobsApi
 
 pytestmark = pytest.mark.timeout(300)
@@ -56,6 +56,7 @@ def test_server_killed_mid_job_reattaches_and_nothing_runs_twice(
         assert all(f"line {i}" in log for i in range(3))
     finally:
         srv.stop()
+        kill_runners(srv.url)
 
 
 def test_job_submitted_just_before_a_crash_is_found_not_rerun(
@@ -111,6 +112,7 @@ def embedded(tmp_path: Path) -> Iterator[ServerProcess]:
         yield srv
     finally:
         srv.stop()
+        kill_runners(srv.url)
         # Whatever the test did, no Ray process of this data folder outlives it.
         _kill_head(temp, everything=True)
         shutil.rmtree(temp, ignore_errors=True)
