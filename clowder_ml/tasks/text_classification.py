@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 from clowder_ml.db.models import Dataset, Job, JobOutput, Permission, User
 from clowder_ml.engine.spec import InputRef
 from clowder_ml.errors import PermissionDenied, ValidationFailed
+from clowder_ml.ml import textdata
 from clowder_ml.services import datasets, models
 from clowder_ml.storage.blobstore import BlobInfo
 from clowder_ml.tasks.registry import TaskDef, TaskParams
@@ -88,6 +90,18 @@ class PredictParams(TaskParams):
 
 
 PREDICTIONS_OUTPUT = "predictions.csv"
+PREDICTIONS_DIR = "predictions/"  # where predictions land in a dataset (not training data)
+
+
+def data_tables(root: Path, files: list[str] | None, exclude: tuple[str, ...] = ()
+                ) -> list[Path]:
+    """The tables a task reads: ``files`` if given, else every table except earlier
+    predictions (which predict adds to the same dataset) and ``exclude``."""
+    tables = textdata.find_tables(root, files, exclude=exclude)
+    if files is None:
+        tables = [t for t in tables
+                  if not t.relative_to(root).as_posix().startswith(PREDICTIONS_DIR)]
+    return tables
 
 
 def _dataset_input(pinned: list[InputRef]) -> InputRef:
@@ -132,7 +146,7 @@ def publish_predict(s: Session, platform: Platform, job: Job, result: dict[str, 
     params = job.spec["params"]
     model_ref = str(result.get("model") or params["model"])
     safe = model_ref.replace(":", "_").replace("/", "-").replace("@", "-")
-    path = params.get("output_path") or f"predictions/{safe}/{job.id}.csv"
+    path = params.get("output_path") or f"{PREDICTIONS_DIR}{safe}/{job.id}.csv"
     version = datasets.commit_changes(platform.db, item["ref"], job.owner_id,
                                       {path: BlobInfo(out.sha256, out.size)},
                                       message=f"predictions of {model_ref} (job {job.id})")

@@ -28,7 +28,7 @@ from clowder_ml.runner.inputs import default_cache_dir
 from clowder_ml.runner.threads import reserved_threads
 from clowder_ml.tasks.context import TaskContext
 from clowder_ml.tasks.registry import BUILTIN_MODELS
-from clowder_ml.tasks.text_classification import FinetuneParams
+from clowder_ml.tasks.text_classification import FinetuneParams, data_tables
 
 MODEL_OUTPUT = "model"
 TASK = "text-classification-finetune"
@@ -55,8 +55,8 @@ def _base_model(ctx: TaskContext, p: FinetuneParams) -> tuple[Path, str]:
 def _examples(ctx: TaskContext, p: FinetuneParams
               ) -> tuple[textdata.TextExamples, textdata.TextExamples | None]:
     root = ctx.dataset().path
-    exclude = [p.validation_file] if p.validation_file else []
-    tables = textdata.find_tables(root, p.files, exclude=exclude)
+    exclude = (p.validation_file,) if p.validation_file else ()
+    tables = data_tables(root, p.files, exclude)
     rel = [t.relative_to(root).as_posix() for t in tables]
     train = textdata.load_examples(root, rel, p.text_column, p.label_column, p.id_column)
     if p.validation_file:
@@ -110,12 +110,14 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     if p.workers > 1:
         raise ValidationFailed("Training on more than one worker is not supported yet.",
                                "Use workers=1 (the default).")
-    base_dir, base_ref = _base_model(ctx, p)
-    models.check_text_model(base_dir, f"base model {base_ref!r}")
+    # Everything that can be wrong with the input is checked before training starts: the
+    # data first (cheap), then the base model.
     train_ex, val_ex = _examples(ctx, p)
     label_map = textdata.label_mapping(train_ex.labels or [])
     if val_ex is not None:
         textdata.check_validation_labels(label_map, val_ex)
+    base_dir, base_ref = _base_model(ctx, p)
+    models.check_text_model(base_dir, f"base model {base_ref!r}")
     labels = sorted(label_map, key=label_map.__getitem__)
     ctx.report.event(f"data: {len(train_ex)} training and "
                      f"{len(val_ex) if val_ex else 0} validation examples, "
@@ -155,6 +157,8 @@ def run(ctx: TaskContext) -> dict[str, Any]:
             "weight_decay": p.weight_decay, "max_grad_norm": p.max_grad_norm, "seed": p.seed,
             "early_stopping_patience": p.early_stopping_patience, "metric": p.metric,
             "checkpoint_every_steps": p.checkpoint_every_steps, "max_steps": p.max_steps,
+            # About ten points for short runs, one per ten steps for long ones.
+            "log_every_steps": min(10, max(1, total // 10)),
         },
     }
     how = launch.choose(p.launcher, p.workers, p.use_gpu)

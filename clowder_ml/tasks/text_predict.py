@@ -20,7 +20,11 @@ from clowder_ml.ml import textdata
 from clowder_ml.ml.metrics import confusion_matrix
 from clowder_ml.ml.models import load_classifier
 from clowder_ml.tasks.context import TaskContext
-from clowder_ml.tasks.text_classification import PREDICTIONS_OUTPUT, PredictParams
+from clowder_ml.tasks.text_classification import (
+    PREDICTIONS_OUTPUT,
+    PredictParams,
+    data_tables,
+)
 
 CHUNK_ROWS = 4096
 
@@ -44,7 +48,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     labels = [id2label[i] for i in range(len(id2label))]
     max_length = p.max_length or int(trained.get("max_length", 128))
     data = ctx.dataset()
-    tables = textdata.find_tables(data.path, p.files)
+    tables = data_tables(data.path, p.files)
     ctx.report.event(f"predicting with {model_ref} on {len(tables)} file(s) of {data.name}")
     out = ctx.outputs_dir / PREDICTIONS_OUTPUT
     counts = dict.fromkeys(labels, 0)
