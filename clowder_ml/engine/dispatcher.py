@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import sys
@@ -364,7 +365,7 @@ class Dispatcher:
                                          or self.settings.resolved_data_dir / "shared"),
         }
         if self.settings.extra_tasks:
-            env["CLOWDER_ML_EXTRA_TASKS"] = ",".join(self.settings.extra_tasks)
+            env["CLOWDER_ML_EXTRA_TASKS"] = json.dumps(self.settings.extra_tasks)
         python = self.settings.job_python or (sys.executable if self.cluster is not None
                                               and self.cluster.embedded else "python")
         try:

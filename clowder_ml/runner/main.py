@@ -19,6 +19,7 @@ Exit codes: 0 done, 1 task failed (reported), 2 could not report, 3 the server e
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -86,8 +87,8 @@ def _upload_outputs(api: RunnerApi, outputs: Path, reporter: Reporter) -> int:
 
 def run_task(api: RunnerApi, reporter: Reporter, work: Path) -> dict[str, Any]:
     job = api.job()
-    registry = TaskRegistry([m for m in os.environ.get("CLOWDER_ML_EXTRA_TASKS", "").split(",")
-                             if m])
+    # Same format as the server's setting (a JSON list), so Settings() parses it here too.
+    registry = TaskRegistry(json.loads(os.environ.get("CLOWDER_ML_EXTRA_TASKS") or "[]"))
     task = registry.get(job["task"])
     spec = job["spec"]
     params = task.parse_params(spec.get("params") or {})

@@ -65,6 +65,12 @@ class FinetuneParams(TaskParams):
     bf16: bool = Field(default=False, description="bfloat16 autocast (GPUs that support it)")
     max_failures: int = Field(default=2, ge=0, le=10,
                               description="Worker losses survived by resuming from a checkpoint")
+    params_file: str | None = Field(
+        default=None, max_length=1024, description="A .json, .yaml or config.py (evaluated in "
+        "the sandbox) in the dataset whose values override these params")
+    preprocess_file: str | None = Field(
+        default=None, max_length=1024, description="A .py in the dataset defining "
+        "preprocess(example) -> example or None, run in the sandbox before tokenization")
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneParams:

@@ -18,11 +18,13 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from clowder_ml.errors import ValidationFailed
-from clowder_ml.ml import launch, manifest, models, textdata
+from clowder_ml.errors import ClowderMLError, ValidationFailed
+from clowder_ml.ml import launch, manifest, models, textdata, usercode
 from clowder_ml.ml.finetune_worker import ERROR_FILE, RESULT_FILE
 from clowder_ml.runner.inputs import default_cache_dir
 from clowder_ml.runner.threads import reserved_threads
@@ -104,15 +106,66 @@ def _model_card(name: str, base: str, labels: list[str], metrics: dict[str, Any]
             "model.safetensors (no pickle).\n")
 
 
+def _user_file(ctx: TaskContext, name: str, what: str) -> Path:
+    path = ctx.dataset().path / name
+    if name not in ctx.dataset().files or not path.is_file():
+        raise ValidationFailed(f"The {what} {name!r} is not in the dataset.",
+                               "Upload it to the dataset, then name its path.")
+    return path
+
+
+@contextmanager
+def _naming(name: str) -> Iterator[None]:
+    """Errors from a user's file name the file (the sandbox and scan give only lines)."""
+    try:
+        yield
+    except ClowderMLError as exc:
+        if name not in exc.message:
+            exc.message = f"{name}: {exc.message}"
+        raise
+
+
+def _with_params_file(ctx: TaskContext, p: FinetuneParams) -> FinetuneParams:
+    """The submitted params overridden by the params file (config.py runs in the sandbox)."""
+    if not p.params_file:
+        return p
+    path = _user_file(ctx, p.params_file, "params file")
+    with _naming(p.params_file):
+        merged = usercode.load_params_file(path, FinetuneParams,
+                                           p.model_dump(exclude={"params_file"}))
+    assert isinstance(merged, FinetuneParams)
+    ctx.report.event(f"params from {p.params_file}")
+    return merged.model_copy(update={"params_file": p.params_file})
+
+
+def _preprocessed(ctx: TaskContext, p: FinetuneParams, ex: textdata.TextExamples,
+                  which: str) -> textdata.TextExamples:
+    """The user's preprocess(example) applied in the sandbox (cached by code and data)."""
+    if not p.preprocess_file:
+        return ex
+    path = _user_file(ctx, p.preprocess_file, "preprocess file")
+    data_digest = textdata.cache_key(json.dumps(sorted(ctx.dataset().digests.items())),
+                                     which, p.text_column, p.label_column, str(p.id_column),
+                                     json.dumps(p.files), str(p.validation_file))
+    with _naming(p.preprocess_file):
+        out = usercode.preprocess_examples(path, ex, default_cache_dir().parent / "preprocessed",
+                                           data_digest=data_digest)
+    ctx.report.event(f"preprocess: {len(ex)} -> {len(out)} {which} examples")
+    return out
+
+
 def run(ctx: TaskContext) -> dict[str, Any]:
     p = ctx.params
     assert isinstance(p, FinetuneParams)
+    p = _with_params_file(ctx, p)
     if p.workers > 1:
         raise ValidationFailed("Training on more than one worker is not supported yet.",
                                "Use workers=1 (the default).")
     # Everything that can be wrong with the input is checked before training starts: the
     # data first (cheap), then the base model.
     train_ex, val_ex = _examples(ctx, p)
+    train_ex = _preprocessed(ctx, p, train_ex, "training")
+    val_ex = _preprocessed(ctx, p, val_ex, "validation") if val_ex is not None else None
     label_map = textdata.label_mapping(train_ex.labels or [])
     if val_ex is not None:
         textdata.check_validation_labels(label_map, val_ex)
@@ -130,7 +183,10 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     digests = sorted(data.digests.items())
     tok_digest = "".join(_sha256(f) for f in sorted(base_dir.glob("*token*"))
                          + sorted(base_dir.glob("vocab*")))
-    base_key = textdata.cache_key(json.dumps(digests), tok_digest, p.text_column,
+    code = {name: usercode.code_digest(_user_file(ctx, name, "file"))
+            for name in (p.params_file, p.preprocess_file) if name}
+    base_key = textdata.cache_key(json.dumps(digests), json.dumps(code), tok_digest,
+                                  p.text_column,
                                   p.label_column, str(p.id_column), str(p.max_length),
                                   p.padding, str(p.truncation), str(p.validation_file),
                                   str(p.validation_split), str(p.seed), json.dumps(p.files))
@@ -186,6 +242,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
                 for i in ctx.inputs] + ([{"kind": "builtin", "ref": base_ref}]
                                         if p.base_model in BUILTIN_MODELS else []),
         params=p.model_dump(mode="json"), determinism=trained.get("determinism", {}),
+        code=code,
         extra={"weights_sha256": digest, "metrics": metrics})
     (model_out / "manifest.json").write_text(json.dumps(man, indent=2, default=str))
     (model_out / "metrics.json").write_text(json.dumps(

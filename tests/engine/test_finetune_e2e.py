@@ -185,3 +185,48 @@ def test_bad_input_fails_before_training_naming_file_row_and_column(
                                             "inputs": [{"kind": "dataset", "ref": "reviews"}],
                                             "params": {"model": "nope@latest"}})
     assert r.status_code == 404 and "nope" in r.json()["error"]["message"]
+
+
+def test_user_config_and_preprocess_run_in_the_sandbox(ml: tuple[ServerProcess, JobsApi],
+                                                       tmp_path: Path) -> None:
+    _, api = ml
+    marker = tmp_path / "escaped"
+    api.dataset("usercode", {
+        "train.csv": reviews_csv(),
+        "config.py": b"CONFIG = {'learning_rate': 2e-4, 'max_steps': 2}\n",
+        "prep.py": (b"def preprocess(example):\n"
+                    b"    if example['text'].endswith(' 0'):\n"
+                    b"        return None\n"
+                    b"    return {'text': example['text'].upper()}\n"),
+        # Blocked by the scan (a literal path outside the sandbox's folders)...
+        "evil.py": (f"def preprocess(example):\n"
+                    f"    open({str(marker)!r}, 'w').write('x')\n"
+                    f"    return example\n").encode(),
+        # ...and one the scan cannot see (the path is computed): the sandbox contains it.
+        "sly.py": (f"def preprocess(example):\n"
+                   f"    path = ''.join(map(chr, {[ord(c) for c in str(marker)]!r}))\n"
+                   f"    open(path, 'w').write('x')\n"
+                   f"    return example\n").encode(),
+    })
+    ok = api.wait(api.submit("text-classification-finetune", datasets=("usercode",), params={
+        **PARAMS, "files": ["train.csv"], "params_file": "config.py",
+        "preprocess_file": "prep.py", "model_name": "usercode"})["id"], timeout=400)
+    assert ok["state"] == "succeeded", ok
+    assert ok["result"]["metrics"]["global_step"] == 2  # max_steps came from config.py
+    assert ok["result"]["train_examples"] + ok["result"]["eval_examples"] == 47  # one dropped
+    events = [e["message"] for e in api.events(ok["id"])]
+    assert "params from config.py" in events
+    assert any(m.startswith("preprocess: 36 -> 35") or m.startswith("preprocess:")
+               for m in events), events
+    bad = api.wait(api.submit("text-classification-finetune", datasets=("usercode",), params={
+        **PARAMS, "files": ["train.csv"], "preprocess_file": "evil.py",
+        "model_name": "usercode"})["id"], timeout=400)
+    assert bad["state"] == "failed", bad
+    assert bad["reason"].startswith("evil.py: The code scan blocked this run"), bad["reason"]
+    sly = api.wait(api.submit("text-classification-finetune", datasets=("usercode",), params={
+        **PARAMS, "files": ["train.csv"], "preprocess_file": "sly.py",
+        "model_name": "usercode"})["id"], timeout=400)
+    assert sly["state"] == "failed", sly
+    # The user's own error, located: their file and line, and the example's file and row.
+    assert "sly.py, line 3" in sly["reason"] and "train.csv, row 1" in sly["reason"]
+    assert not marker.exists()  # the sandbox has no view of the host's folders
