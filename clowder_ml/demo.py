@@ -1,6 +1,8 @@
 """``clowder-ml demo``: start the server on embedded defaults (SQLite, a local data folder, an
 embedded Ray head) and walk through the main flow on a generated sample: create a dataset,
-resumable upload, preview, verified download, then a ``dataset-profile`` job on Ray.
+resumable upload, preview, verified download, a ``dataset-profile`` job on Ray, then the main
+job: fine-tune the built-in minilm-l6 on the sample (a short run), and predict with the new
+model version, which adds the predictions to the dataset.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from rich.console import Console
@@ -77,6 +80,7 @@ def run(host: str, port: int, data_dir: Path, keep_serving: bool) -> None:
         if not same:
             raise SystemExit("Downloaded bytes differ from the upload.")
         profile_job(client, console)
+        finetune_and_predict(client, console)
 
     generated = getattr(app.state, "generated_admin_password", None)
     console.print(f"\n[bold green]clowder-ml is running at {url}[/]  (API docs: {url}/docs)")
@@ -116,3 +120,48 @@ def profile_job(client: Client, console: Console) -> None:
                   f"{table['duplicate_rows']} duplicate rows, labels "
                   f"{label.get('distribution')}")
     console.print(f"   (see it again: clowder-ml jobs show {job['id']})")
+
+
+def _run_job(client: Client, console: Console, task: str, params: dict[str, Any]
+             ) -> dict[str, Any]:
+    job = client.submit_job(task, datasets=["demo-reviews"], params=params)
+    last = ""
+
+    def show(j: dict[str, Any]) -> None:
+        nonlocal last
+        p = j.get("progress") or {}
+        line = f"{j['state']}" + (f", {p.get('message')}" if p.get("message") else "")
+        if line != last:
+            console.print(f"   [dim]| {line}[/]")
+            last = line
+
+    job = client.wait_job(job["id"], timeout_s=1800, on_update=show)
+    if job["state"] != "succeeded":
+        raise SystemExit(f"The {task} job {job['state']}: {job['reason']}\n"
+                         f"{job.get('log_tail') or ''}")
+    return job
+
+
+def finetune_and_predict(client: Client, console: Console) -> None:
+    """Steps 5 and 6: the main job, fine-tune then predict (short, to keep the demo quick)."""
+    console.print("[bold]5.[/] Fine-tuning minilm-l6 on demo-reviews (a short run: 30 steps)...")
+    job = _run_job(client, console, "text-classification-finetune", {
+        "model_name": "demo-sentiment", "base_model": "minilm-l6", "text_column": "text",
+        "label_column": "label", "epochs": 1, "max_steps": 30, "max_length": 32,
+        "batch_size": 16, "learning_rate": 1e-4, "validation_split": 0.1})
+    result = job["result"]
+    metrics = result["metrics"]
+    console.print(f"   -> model {result['model']['ref']} (sha256 {result['digest'][:12]}...), "
+                  f"eval accuracy {metrics.get('eval_accuracy', 0):.3f}, "
+                  f"macro F1 {metrics.get('eval_macro_f1', 0):.3f}")
+    console.print(f"      files: GET /api/v1/jobs/{job['id']}/outputs  "
+                  f"(model/model.safetensors, config.json, manifest.json, README.md)")
+    console.print("[bold]6.[/] Predicting with demo-sentiment@latest...")
+    job = _run_job(client, console, "text-classification-predict", {
+        "model": "demo-sentiment@latest", "label_column": "label"})
+    result = job["result"]
+    where = result["predictions"]
+    console.print(f"   -> {result['rows']} rows labelled {result['label_counts']}, accuracy "
+                  f"{result['accuracy']:.3f}; predictions in demo-reviews version "
+                  f"{where['version']} at {where['path']}")
+
