@@ -176,6 +176,25 @@ def collate(
     }
 
 
+Collate = Callable[[dict[str, list[Any]], torch.device, bool], dict[str, torch.Tensor]]
+"""Optional hook: ``(batch, device, training) -> model inputs`` with a ``labels`` tensor.
+
+``training`` is True for training batches (a hook may augment them, drawing from the global
+torch RNG, which checkpoints capture) and False for evaluation. Without a hook, batches are
+padded token sequences (:func:`collate` with ``pad_id``)."""
+
+
+def _collate_with(collate_fn: Collate | None, pad_id: int) -> Collate:
+    if collate_fn is not None:
+        return collate_fn
+
+    def text(batch: dict[str, list[Any]], device: torch.device, training: bool
+             ) -> dict[str, torch.Tensor]:
+        return collate(batch, pad_id, device)
+
+    return text
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     """The shuffled example order of ``epoch``: a pure function of ``(n, seed, epoch)``.
 
@@ -389,7 +408,12 @@ def _lengths(data: DataSource) -> list[int]:
 
 
 def evaluate(
-    model: torch.nn.Module, data: DataSource, batch_size: int, *, pad_id: int = 0
+    model: torch.nn.Module,
+    data: DataSource,
+    batch_size: int,
+    *,
+    pad_id: int = 0,
+    collate_fn: Collate | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``data``: loss, accuracy, macro_f1, confusion matrix, predictions.
 
@@ -397,11 +421,14 @@ def evaluate(
     are mapped back to the original order. ``loss`` is the mean per-example cross entropy.
     The number of labels is the width of the logits. Leaves the model in eval mode and all
     RNG states untouched (the global RNG is forked, in case a model draws in eval mode).
+    ``collate_fn`` (called with ``training=False``) builds non-text inputs; every key but
+    ``labels`` is passed to the model.
     """
     n = len(data)
     if n == 0:
         raise ValueError("evaluate: empty data")
     device = _device(model)
+    make_inputs = _collate_with(collate_fn, pad_id)
     lengths = _lengths(data)
     order = sorted(range(n), key=lambda i: (-lengths[i], i))
     preds: list[int] = [0] * n
@@ -413,10 +440,8 @@ def evaluate(
     with torch.random.fork_rng(devices=cuda_devices), torch.inference_mode():
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            inputs = collate(data.batch(idx), pad_id, device)
-            logits = model(
-                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
-            ).logits
+            inputs = make_inputs(data.batch(idx), device, False)
+            logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
             n_labels = int(logits.shape[-1])
             loss_sum += float(F.cross_entropy(logits.float(), inputs["labels"], reduction="sum"))
             for i, p, y in zip(
@@ -452,6 +477,7 @@ def train(
     checkpoint_dir: Path | None = None,
     on_metrics: Callable[[int, dict[str, float]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    collate_fn: Collate | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` (HF sequence-classifier-like: ``forward(input_ids,
     attention_mask, labels)`` returning an object with ``.loss`` and ``.logits``).
@@ -472,12 +498,14 @@ def train(
     ``should_stop`` is polled after every optimizer step; when it returns True a
     checkpoint is written (if ``checkpoint_dir``) and the run returns ``interrupted``.
     An exception from a callback propagates; resume from the latest checkpoint.
+    ``collate_fn`` (see :data:`Collate`) turns non-text batches into model inputs.
     """
     t_start = time.perf_counter()
     n_train = len(train_data)
     if n_train == 0:
         raise ValueError("train: empty training data")
     device = _device(model)
+    make_inputs = _collate_with(collate_fn, params.pad_id)
     eval_bs = params.eval_batch_size or params.batch_size
     schedule = _schedule(params, n_train)
     warmup_steps, total_steps = schedule
@@ -505,7 +533,7 @@ def train(
 
     def run_eval() -> None:
         assert eval_data is not None
-        res = evaluate(model, eval_data, eval_bs, pad_id=params.pad_id)
+        res = evaluate(model, eval_data, eval_bs, pad_id=params.pad_id, collate_fn=collate_fn)
         metrics = {
             "eval_loss": float(res["loss"]),
             "eval_accuracy": float(res["accuracy"]),
@@ -536,7 +564,7 @@ def train(
             step_loss = 0.0
             n_samples = 0
             for idx in group:
-                inputs = collate(train_data.batch(idx), params.pad_id, device)
+                inputs = make_inputs(train_data.batch(idx), device, True)
                 loss = model(**inputs).loss / len(group)
                 loss.backward()
                 step_loss += float(loss.detach())
