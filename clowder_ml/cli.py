@@ -27,6 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from clowder_ml.cli_jobs import jobs_app
+from clowder_ml.cli_models import models_app, tasks
 from clowder_ml.errors import ClowderMLError
 
 app = typer.Typer(help="clowder-ml: fine-tune and run models from a dataset.",
@@ -40,6 +41,8 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(users_app, name="users")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(jobs_app, name="jobs", help="Submit and follow jobs (dataset-profile, ...).")
+app.add_typer(models_app, name="models", help="Registered models and their versions.")
+app.command("tasks")(tasks)
 
 console = Console()
 err_console = Console(stderr=True)

@@ -123,6 +123,16 @@ class ResumeStore:
             data.pop(key, None)
 
 
+def _model_ref(ref: str) -> tuple[str, int | None]:
+    """``NAME/N`` or ``NAME@N`` -> (NAME, N); ``NAME`` or ``NAME@latest`` -> (NAME, None)."""
+    name, sep, rest = ref.rpartition("/") if "/" in ref else ref.partition("@")
+    if not sep:
+        return ref, None
+    if "/" in ref:
+        return name, int(rest)
+    return name, None if rest == "latest" else int(rest)
+
+
 def _ref(ref: str) -> str:
     """A dataset reference as one URL segment ('owner/name' becomes 'owner:name')."""
     return ref.replace("/", ":", 1)
@@ -617,10 +627,15 @@ class Client:
         if out.is_dir():
             out = out / Path(path).name
         expected = {o["path"]: o.get("sha256") for o in self.job_outputs(job_id)}.get(path)
+        return self._download_verified(f"/api/v1/jobs/{job_id}/outputs/{path}", out, expected,
+                                       f"Output {path}")
+
+    def _download_verified(self, url: str, out: Path, expected: str | None, what: str) -> Path:
+        """Stream ``url`` to ``out`` through a ``.part`` file, checked against ``expected``."""
         part = out.with_name(out.name + ".part")
         h = hashlib.sha256()
         try:
-            with self.http.stream("GET", f"/api/v1/jobs/{job_id}/outputs/{path}") as resp:
+            with self.http.stream("GET", url) as resp:
                 if resp.status_code >= 400:
                     resp.read()
                     self._check(resp)
@@ -634,9 +649,42 @@ class Client:
                                      "Run the same command again.") from exc
         if expected and h.hexdigest() != expected:
             part.unlink()
-            raise ValidationFailed(f"Output {path} does not match its sha256; removed it.",
+            raise ValidationFailed(f"{what} does not match its sha256; removed it.",
                                    "Download it again.")
         os.replace(part, out)
+        return out
+
+    # models and tasks -------------------------------------------------------------------
+
+    def list_tasks(self) -> list[dict[str, Any]]:
+        """Tasks with the JSON schema of their params."""
+        return list(self._json("GET", "/api/v1/tasks"))
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/api/v1/models"))
+
+    def model_versions(self, name: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/api/v1/models/{_ref(name)}/versions"))
+
+    def model_version(self, ref: str) -> dict[str, Any]:
+        """``NAME/N``, ``NAME@N`` or ``NAME[@latest]``."""
+        name, number = _model_ref(ref)
+        if number is None:
+            versions = self.model_versions(name)
+            if not versions:
+                raise NotFound(f"Model {name!r} has no versions yet.")
+            return versions[-1]
+        return dict(self._json("GET", f"/api/v1/models/{_ref(name)}/versions/{number}"))
+
+    def download_model(self, ref: str, dest: str | Path) -> Path:
+        """Download a version's files (its Hugging Face folder) into ``dest``, each verified
+        against its sha256."""
+        v = self.model_version(ref)
+        base = f"/api/v1/models/{_ref(v['model'])}/versions/{v['version']}/files"
+        out = Path(dest)
+        for f in self._json("GET", base):
+            self._download_verified(f"{base}/{f['path']}", out / f["path"], f["sha256"],
+                                    f"Model file {f['path']}")
         return out
 
     def wait_job(self, job_id: str, timeout_s: float | None = None, poll_s: float = 0.5,

@@ -25,7 +25,7 @@ from clowder_ml import __version__
 from clowder_ml.api.deps import reject_nul_path_params
 from clowder_ml.api.middleware import ObservabilityMiddleware
 from clowder_ml.api.platform import Platform
-from clowder_ml.api.routers import auth, datasets, jobs, ops, runner, uploads
+from clowder_ml.api.routers import auth, datasets, jobs, models, ops, runner, uploads
 from clowder_ml.db import migrate
 from clowder_ml.engine.dispatcher import Dispatcher
 from clowder_ml.errors import (
@@ -154,7 +154,7 @@ def create_app(settings: Settings | None = None, *, announce: bool = True) -> Fa
     app.state.platform = platform
     install_error_handlers(app)
     for r in (ops.router, auth.router, datasets.router, uploads.router, jobs.router,
-              runner.router):
+              runner.router, models.router):
         app.include_router(r)
     app.add_middleware(ObservabilityMiddleware)
     return app
