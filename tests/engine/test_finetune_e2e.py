@@ -230,3 +230,31 @@ def test_user_config_and_preprocess_run_in_the_sandbox(ml: tuple[ServerProcess, 
     # The user's own error, located: their file and line, and the example's file and row.
     assert "sly.py, line 3" in sly["reason"] and "train.csv, row 1" in sly["reason"]
     assert not marker.exists()  # the sandbox has no view of the host's folders
+
+
+def test_registry_lists_versions_and_downloads_verified_files(
+        ml: tuple[ServerProcess, JobsApi], tmp_path: Path) -> None:
+    # Reads the three "det" versions the rerun test above registered (same module server).
+    srv, api = ml
+    token = api.http.headers["Authorization"].split()[1]
+    p = cli(srv, token, "models", "versions", "det", "--json")
+    assert p.returncode == 0, p.stderr
+    versions = json.loads(p.stdout)
+    assert [v["version"] for v in versions] == [1, 2, 3]
+    assert len({v["digest"] for v in versions}) == 1  # the bit-identical runs
+    assert versions[-1]["aliases"] == ["latest"] and versions[0]["aliases"] == []
+    assert "eval_accuracy" in versions[0]["metrics"]
+    from clowder_ml.client import Client
+
+    with Client(srv.url, token) as c:
+        out = c.download_model("det@latest", tmp_path / "det")
+        assert (out / "model.safetensors").is_file()
+        import hashlib
+
+        digest = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+        assert digest == versions[-1]["digest"]
+        tasks = {t["name"]: t for t in c.list_tasks()}
+    assert {"text-classification-finetune", "text-classification-predict",
+            "dataset-profile"} <= tasks.keys()
+    schema = tasks["text-classification-finetune"]["params_schema"]
+    assert "model_name" in schema["required"] and "learning_rate" in schema["properties"]
