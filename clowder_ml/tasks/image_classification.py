@@ -1,0 +1,104 @@
+"""``image-classification-finetune`` and ``image-classification-predict``: what they accept
+and what the server does around them (checks at submission, publishing on success).
+
+Mirrors text classification: the params models declare each task's parameters (JSON schema,
+validation at submission, CLI ``--param`` keys); publishing reuses the text tasks' steps
+(register the ``model/`` folder as a model version; add ``predictions.csv`` to the dataset as
+a new version). The code that trains and predicts (``image_finetune``, ``image_predict``)
+runs on the Ray node and is imported only there.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from clowder_ml.tasks.registry import TaskDef, TaskParams
+
+SMALL_CNN = "small-cnn"  # built in: a small CNN trained from scratch (no registry entry)
+
+
+class ImageFinetuneParams(TaskParams):
+    model_name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                            description="Registry name the new version is registered under")
+    base_model: str = Field(default=SMALL_CNN, min_length=1, max_length=300,
+                            description="small-cnn (built in, trained from scratch) or a "
+                                        "registered image model version, NAME@latest")
+    csv_file: str | None = Field(default=None, max_length=1024,
+                                 description="A CSV of image paths and labels; class folders "
+                                             "(root/<class>/<file>) if unset")
+    path_column: str = Field(default="path", min_length=1, max_length=256)
+    label_column: str = Field(default="label", min_length=1, max_length=256)
+    image_size: int | None = Field(default=None, ge=8, le=1024,
+                                   description="Square input size; 64 for small-cnn, the "
+                                               "base model's processor size otherwise")
+    validation_split: float = Field(default=0.1, ge=0.0, le=0.9,
+                                    description="Held-out fraction when there is no val/ "
+                                                "folder")
+    epochs: int = Field(default=5, ge=1, le=1000)
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many steps")
+    learning_rate: float = Field(default=1e-3, gt=0, le=1.0,
+                                 description="1e-3 suits small-cnn; use ~5e-5 for a "
+                                             "pretrained base")
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    gradient_accumulation: int = Field(default=1, ge=1, le=1024)
+    warmup_ratio: float = Field(default=0.0, ge=0.0, le=0.5)
+    weight_decay: float = Field(default=0.01, ge=0.0, le=1.0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    seed: int = Field(default=42, ge=0, le=2**31 - 1)
+    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    early_stopping_patience: int | None = Field(default=None, ge=1, le=100)
+    checkpoint_every_steps: int = Field(default=50, ge=1)
+    augment: bool = Field(default=False, description="Seeded random left-right flips of "
+                                                     "training images")
+    use_gpu: bool = False
+    max_failures: int = Field(default=2, ge=0, le=10,
+                              description="Worker losses survived by resuming from a checkpoint")
+
+    @property
+    def registered_base(self) -> str | None:
+        """The model version to pin as an input (None for the built-in small-cnn).
+
+        Named in ``model_params`` instead of ``base_model``: the server pins every model
+        param value that is not a built-in of the text tasks.
+        """
+        return None if self.base_model == SMALL_CNN else self.base_model
+
+    @model_validator(mode="after")
+    def _check(self) -> ImageFinetuneParams:
+        if self.csv_file is not None and self.path_column == self.label_column:
+            raise ValueError("path_column and label_column must differ")
+        return self
+
+
+class ImagePredictParams(TaskParams):
+    model: str = Field(min_length=1, max_length=300, description="NAME@latest, NAME/3 ...")
+    csv_file: str | None = Field(default=None, max_length=1024,
+                                 description="A CSV of image paths (and optional labels); all "
+                                             "images of the dataset if unset")
+    path_column: str = Field(default="path", min_length=1, max_length=256)
+    label_column: str | None = Field(default=None, max_length=256,
+                                     description="True labels in the CSV, for accuracy "
+                                                 "(folders give them by their names)")
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    output_path: str | None = Field(default=None, max_length=1024,
+                                    description="Where in the dataset the predictions go")
+
+
+TASKS = (
+    TaskDef(name="image-classification-finetune",
+            summary="Train an image classifier (built-in small-cnn from scratch, or a "
+                    "registered image model) on class folders or a CSV of path,label; "
+                    "registers a model version",
+            params=ImageFinetuneParams, entry="clowder_ml.tasks.image_finetune:run",
+            min_datasets=1, max_datasets=1, model_params=("registered_base",),
+            publish="clowder_ml.tasks.text_classification:publish_finetune"),
+    TaskDef(name="image-classification-predict",
+            summary="Predict the class of a dataset's images with a registered image model; "
+                    "adds the predictions to the dataset as a new version",
+            params=ImagePredictParams, entry="clowder_ml.tasks.image_predict:run",
+            min_datasets=1, max_datasets=1, model_params=("model",),
+            validate="clowder_ml.tasks.text_classification:validate_predict",
+            publish="clowder_ml.tasks.text_classification:publish_predict"),
+)

@@ -1,0 +1,187 @@
+"""``image-classification-finetune`` on the Ray node.
+
+1. Check the data (layout, CSV rows, labels, that every image decodes) and the base model
+   (built-in ``small-cnn`` or a registered image model) before any training, with messages
+   naming the file, and for a CSV the row and column.
+2. Decode the images once into memory-mapped uint8 arrays, cached on the node under a key of
+   everything that determines them (a re-run decodes nothing).
+3. Train in a worker process that checkpoints to shared storage and is restarted from its
+   last checkpoint if it dies (``clowder_ml.ml.image_worker``), seeded, with deterministic
+   algorithms and a fixed thread count: the same inputs give bit-identical weights.
+4. Write the Hugging Face folder to ``outputs/model/`` (model.safetensors, config.json with
+   the label mapping, preprocessor_config.json) with metrics.json, manifest.json,
+   clowder_ml.json and a model card; the server registers it as a model version.
+
+Result: ``metrics``, ``digest`` (sha256 of model.safetensors), ``labels``,
+``train_examples``, ``eval_examples``, ``base_model``, ``launcher``, ``seconds``,
+``resumed_from_step``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from clowder_ml.errors import ValidationFailed
+from clowder_ml.ml import image_models, imagedata, manifest, textdata
+from clowder_ml.ml.finetune_worker import ERROR_FILE, RESULT_FILE
+from clowder_ml.runner.inputs import default_cache_dir
+from clowder_ml.runner.threads import reserved_threads
+from clowder_ml.tasks.context import TaskContext
+from clowder_ml.tasks.image_classification import SMALL_CNN, ImageFinetuneParams
+
+MODEL_OUTPUT = "model"
+TASK = "image-classification-finetune"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def examples(root: Path, p: ImageFinetuneParams
+             ) -> tuple[imagedata.ImageExamples, imagedata.ImageExamples | None]:
+    """(training, validation or None) images with labels, checked (not yet decoded)."""
+    val: imagedata.ImageExamples | None
+    if p.csv_file is not None:
+        train = imagedata.csv_examples(root, p.csv_file, p.path_column, p.label_column)
+        val = None
+    else:
+        train, val = imagedata.folder_examples(root, labelled=True)
+    imagedata.check_not_empty(train, "the training data" if val is not None else "the dataset")
+    if val is None and p.validation_split > 0:
+        train, val = imagedata.split_examples(train, p.validation_split, p.seed)
+    return train, val
+
+
+def base_model(ctx: TaskContext, p: ImageFinetuneParams
+               ) -> tuple[Path | None, str, image_models.Preprocessing]:
+    """(folder of the registered base or None for small-cnn, its name, preprocessing)."""
+    if p.base_model == SMALL_CNN:
+        return None, SMALL_CNN, image_models.Preprocessing(
+            size=p.image_size or image_models.DEFAULT_SMALL_CNN_SIZE)
+    base = next((i for i in ctx.inputs if i.kind == "model"
+                 and i.path.name == "registered_base"), None)
+    if base is None:
+        raise ValidationFailed(f"Base model {p.base_model!r} was not provided to the job.")
+    what = f"base model {base.name or p.base_model!r}"
+    image_models.check_image_model(base.path, what)
+    return base.path, base.name or p.base_model, image_models.read_preprocessing(
+        base.path, p.image_size, what)
+
+
+def prepare(ctx: TaskContext, p: ImageFinetuneParams, cache: Path
+            ) -> tuple[Path, Path | None, list[str], int, int, Path | None, str,
+                       image_models.Preprocessing]:
+    """Every check, then the decoded caches: (train data, eval data or None, labels,
+    n train, n eval, base folder or None, base name, preprocessing)."""
+    data = ctx.dataset()
+    train_ex, val_ex = examples(data.path, p)
+    label_map = textdata.label_mapping(train_ex.labels or [])
+    if val_ex is not None:
+        imagedata.check_validation_labels(label_map, val_ex)
+    base_dir, base_ref, prep = base_model(ctx, p)
+    labels = sorted(label_map, key=label_map.__getitem__)
+    ctx.report.event(f"data: {len(train_ex)} training and "
+                     f"{len(val_ex) if val_ex else 0} validation images, {len(labels)} labels")
+    key = textdata.cache_key(imagedata.DECODE_VERSION,
+                             json.dumps(sorted(data.digests.items())), str(p.csv_file),
+                             p.path_column, p.label_column, str(prep.size),
+                             str(p.validation_split), str(p.seed))
+    train_data = imagedata.decode_to_cache(data.path, train_ex, label_map, prep.size, cache,
+                                           key + "-train")
+    eval_data = (imagedata.decode_to_cache(data.path, val_ex, label_map, prep.size, cache,
+                                           key + "-eval")
+                 if val_ex is not None and len(val_ex) else None)
+    return (train_data, eval_data, labels, len(train_ex), len(val_ex) if val_ex else 0,
+            base_dir, base_ref, prep)
+
+
+def _model_card(name: str, base: str, labels: list[str], metrics: dict[str, Any],
+                p: ImageFinetuneParams, size: int, data: str) -> str:
+    shown = "\n".join(f"| {k} | {v} |" for k, v in metrics.items()
+                      if isinstance(v, int | float))
+    how = "trained from scratch" if base == SMALL_CNN else f"fine-tuned from `{base}`"
+    return (f"# {name}\n\nAn image classifier {how} by clowder-ml on `{data}`.\n\n"
+            f"Labels: {', '.join(labels)}\n\n| metric | value |\n|---|---|\n{shown}\n\n"
+            f"Training: {p.epochs} epoch(s), learning rate {p.learning_rate}, batch "
+            f"{p.batch_size}, images {size}x{size} RGB, augment {p.augment}, seed {p.seed}. "
+            "Inputs, parameters and environment are in manifest.json; the weights are "
+            "model.safetensors (no pickle).\n")
+
+
+def run(ctx: TaskContext) -> dict[str, Any]:
+    p = ctx.params
+    assert isinstance(p, ImageFinetuneParams)
+    cache = default_cache_dir().parent / "decoded-images"
+    (train_data, eval_data, labels, n_train, n_eval, base_dir, base_ref,
+     prep) = prepare(ctx, p, cache)
+
+    shared = Path(os.environ.get("CLOWDER_ML_SHARED_DIR") or ctx.work_dir) / "jobs" / ctx.job_id
+    out_dir = shared / "model-out"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    threads = reserved_threads(ctx.cpus)
+    steps_per_epoch = -(-n_train // (p.batch_size * p.gradient_accumulation))
+    total = min(p.max_steps or 10**9, steps_per_epoch * p.epochs)
+    config = {
+        "base_dir": str(base_dir) if base_dir else None, "labels": labels, "seed": p.seed,
+        "threads": threads, "use_gpu": p.use_gpu, "augment": p.augment,
+        "image_size": prep.size, "image_mean": list(prep.mean), "image_std": list(prep.std),
+        "train_data": str(train_data), "eval_data": str(eval_data) if eval_data else None,
+        "checkpoint_dir": str(shared / "checkpoints"), "output_dir": str(out_dir),
+        "total_steps": total,
+        "train_params": {
+            "epochs": p.epochs, "learning_rate": p.learning_rate, "batch_size": p.batch_size,
+            "gradient_accumulation": p.gradient_accumulation, "warmup_ratio": p.warmup_ratio,
+            "weight_decay": p.weight_decay, "max_grad_norm": p.max_grad_norm, "seed": p.seed,
+            "early_stopping_patience": p.early_stopping_patience, "metric": p.metric,
+            "checkpoint_every_steps": p.checkpoint_every_steps, "max_steps": p.max_steps,
+            "log_every_steps": min(10, max(1, total // 10)),
+        },
+    }
+    ctx.report.event(f"training {base_ref} for {total} steps (local worker, {threads} "
+                     f"thread(s))")
+    from clowder_ml.ml import image_worker
+
+    trained = image_worker.run_local(config, shared / "worker.json", p.max_failures,
+                                     ctx.report.event)
+
+    model_out = ctx.outputs_dir / MODEL_OUTPUT
+    shutil.copytree(out_dir, model_out, ignore=shutil.ignore_patterns(RESULT_FILE, ERROR_FILE))
+    ev = trained.get("eval") or {}
+    metrics = {f"eval_{k}": v for k, v in ev.items() if k != "confusion_matrix"}
+    metrics.update(train_samples_per_s=trained.get("train_samples_per_s"),
+                   global_step=trained.get("global_step"),
+                   epochs_completed=trained.get("epochs_completed"))
+    digest = _sha256(model_out / "model.safetensors")
+    data = ctx.dataset()
+    man = manifest.build(
+        task=TASK, job_id=ctx.job_id,
+        inputs=[{"kind": i.kind, "ref": i.name, "version": i.version, "files": i.digests}
+                for i in ctx.inputs] + ([{"kind": "builtin", "ref": base_ref}]
+                                        if base_dir is None else []),
+        params=p.model_dump(mode="json"), determinism=trained.get("determinism", {}),
+        code={}, extra={"weights_sha256": digest, "metrics": metrics,
+                        "preprocessing": prep.as_dict()})
+    (model_out / "manifest.json").write_text(json.dumps(man, indent=2, default=str))
+    (model_out / "metrics.json").write_text(json.dumps(
+        {**metrics, "confusion_matrix": ev.get("confusion_matrix"), "labels": labels,
+         "history": trained.get("history")}, indent=2, default=str))
+    (model_out / "clowder_ml.json").write_text(json.dumps(
+        {"task": "image-classification", "path_column": p.path_column,
+         "label_column": p.label_column, "labels": labels, "base_model": base_ref,
+         **prep.as_dict()}, indent=2))
+    (model_out / "README.md").write_text(_model_card(p.model_name, base_ref, labels, metrics,
+                                                     p, prep.size, data.name))
+    shutil.rmtree(shared, ignore_errors=True)  # checkpoints are no longer needed
+    return {"metrics": metrics, "digest": digest, "labels": labels,
+            "train_examples": n_train, "eval_examples": n_eval, "base_model": base_ref,
+            "launcher": "local", "seconds": trained.get("seconds"),
+            "resumed_from_step": trained.get("resumed_from_step")}
