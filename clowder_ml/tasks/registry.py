@@ -109,7 +109,7 @@ BUILTIN: tuple[TaskDef, ...] = (
 
 
 # Modules of built-in tasks that declare themselves (each exports TASKS).
-BUILTIN_MODULES = ("clowder_ml.tasks.text_classification",
+BUILTIN_MODULES = ("clowder_ml.tasks.text_classification", "clowder_ml.tasks.custom_script",
                    "clowder_ml.tasks.image_classification")
 
 
