@@ -15,6 +15,7 @@ exits 1, which the launcher does not retry.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import traceback
@@ -34,6 +35,9 @@ def _reporter() -> Any:
         return None
     from clowder_ml.runner.api import RunnerApi
     from clowder_ml.runner.reporter import Reporter
+
+    # Ray configures INFO logging in its workers: one line per report request is noise.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     return Reporter(RunnerApi(url, token, retry_s=60.0)).start()
 
