@@ -90,7 +90,10 @@ def _image_files(root: Path) -> list[str]:
 
 
 def _from_folders(root: Path, paths: list[str], strip: int, labelled: bool) -> ImageExamples:
-    ex = ImageExamples(labels=[] if labelled else None)
+    """Labels are class folder names: required when ``labelled``, else kept when every
+    image has one."""
+    with_labels = labelled or all(len(p.split("/")) - strip >= 2 for p in paths)
+    ex = ImageExamples(labels=[] if with_labels else None)
     for rel in paths:
         parts = rel.split("/")[strip:]
         if labelled and len(parts) < 2:
@@ -106,8 +109,8 @@ def folder_examples(root: Path, labelled: bool = True
                     ) -> tuple[ImageExamples, ImageExamples | None]:
     """(training, validation or None) from the folder layout (see the module doc).
 
-    With ``labelled`` False images without a class folder are accepted (label None when a
-    root-level image is present: then no image has a label).
+    With ``labelled`` False images without a class folder are accepted; the examples then
+    have labels (the folder names) only when every image is in a class folder.
     """
     paths = [p for p in _image_files(root) if p.split("/")[0] not in SKIP_DIRS]
     top = {p.split("/")[0] for p in paths if "/" in p}
@@ -119,8 +122,6 @@ def folder_examples(root: Path, labelled: bool = True
         val = (_from_folders(root, [p for p in paths if p.split("/")[0] == val_dir], 1,
                              labelled) if val_dir else None)
         return train, val
-    if not labelled and any("/" not in p for p in paths):
-        return _from_folders(root, paths, 0, False), None
     return _from_folders(root, paths, 0, labelled), None
 
 
