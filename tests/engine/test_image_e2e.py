@@ -1,0 +1,97 @@
+"""Image classification end to end on the real Ray head: train small-cnn on generated class
+folders, register the model, predict into the dataset with accuracy; a bad image fails the
+job before training, naming the file."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from clowder_ml.engine.ray_cluster import EmbeddedRayHead
+from tests.conftest import ServerProcess
+from tests.engine.conftest import engine_env, kill_runners
+from tests.engine.jobs_helpers import JobsApi
+
+pytestmark = pytest.mark.timeout(300)
+
+PARAMS = {"model_name": "colors", "base_model": "small-cnn", "image_size": 16, "epochs": 2,
+          "max_steps": 4, "batch_size": 8, "learning_rate": 1e-2, "validation_split": 0.25,
+          "checkpoint_every_steps": 2, "augment": True, "seed": 3}
+
+
+def png(color: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def pictures(n: int = 12) -> dict[str, bytes]:
+    files = {}
+    for i in range(n):
+        files[f"red/{i}.png"] = png((200 + i, 20, 20))
+        files[f"blue/{i}.png"] = png((20, 20, 200 + i))
+    return files
+
+
+@pytest.fixture(scope="module")
+def images(ray_head: EmbeddedRayHead, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[ServerProcess, JobsApi]]:
+    base = tmp_path_factory.mktemp("images")
+    srv = ServerProcess(base / "data", env=engine_env(ray_head, base / "cache"))
+    srv.start()
+    api = JobsApi(srv.url, srv.token())
+    api.dataset("pictures", pictures())
+    yield srv, api
+    srv.stop()
+    kill_runners(srv.url)
+
+
+def finetune(api: JobsApi, dataset: str, **overrides: Any) -> dict[str, Any]:
+    return api.submit("image-classification-finetune", datasets=(dataset,),
+                      params={**PARAMS, **overrides}, resources={"cpus": 1})
+
+
+def test_small_cnn_finetune_then_predict(images: tuple[ServerProcess, JobsApi]) -> None:
+    _, api = images
+    job = api.wait(finetune(api, "pictures")["id"], timeout=200)
+    assert job["state"] == "succeeded", job
+    result = job["result"]
+    assert result["model"]["name"] == "colors" and result["model"]["version"] == 1
+    assert result["labels"] == ["blue", "red"] and result["metrics"]["global_step"] == 4
+    assert result["train_examples"] == 18 and result["eval_examples"] == 6
+    outputs = {o["path"]: o for o in api.http.get(f"/api/v1/jobs/{job['id']}/outputs").json()}
+    for name in ("model.safetensors", "config.json", "preprocessor_config.json",
+                 "manifest.json", "metrics.json", "clowder_ml.json", "README.md"):
+        assert f"model/{name}" in outputs, sorted(outputs)
+    assert outputs["model/model.safetensors"]["sha256"] == result["digest"]
+
+    pred = api.wait(api.submit("image-classification-predict", datasets=("pictures",),
+                               params={"model": "colors@latest"})["id"], timeout=200)
+    assert pred["state"] == "succeeded", pred
+    res = pred["result"]
+    assert res["rows"] == 24 and sum(res["label_counts"].values()) == 24
+    assert 0.0 <= res["accuracy"] <= 1.0 and len(res["confusion_matrix"]) == 2
+    where = res["predictions"]
+    # Added to the dataset as a new version (each of the 24 uploads made one).
+    assert where["version"] == len(pictures()) + 1
+    text = api.http.get(f"/api/v1/datasets/pictures/files/{where['path']}").text
+    rows = text.strip().splitlines()
+    assert rows[0] == "id,input,predicted,score,score_blue,score_red"
+    assert len(rows) == 25 and rows[1].startswith("blue/0.png,blue/0.png,")
+    meta = api.http.get(f"/api/v1/datasets/pictures/file-metadata/{where['path']}").json()
+    assert meta["metadata"]["accuracy"] == res["accuracy"]
+
+
+def test_bad_image_fails_before_training_naming_the_file(
+        images: tuple[ServerProcess, JobsApi]) -> None:
+    _, api = images
+    api.dataset("broken-pictures", {**pictures(3), "red/broken.png": b"\x89PNG truncated"})
+    done = api.wait(finetune(api, "broken-pictures", model_name="broken")["id"], timeout=120)
+    assert done["state"] == "failed", done
+    assert "red/broken.png" in done["reason"] and "cannot be decoded" in done["reason"]
+    assert "Traceback" not in (done["log_tail"] or "")
+    assert not any(e["message"].startswith("training ") for e in api.events(done["id"]))
