@@ -166,3 +166,26 @@ def test_finetune_fails_before_training_on_a_bad_image(tmp_path: Path,
     report = ctx.report
     assert isinstance(report, _Report)
     assert not any(e.startswith("training ") for e in report.events)
+
+
+def test_a_registered_hf_image_model_is_fine_tuned_with_its_preprocessing(tmp_path: Path
+                                                                          ) -> None:
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    base = tmp_path / "vit"
+    torch.manual_seed(0)
+    ViTForImageClassification(ViTConfig(
+        image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=32, num_labels=3)).save_pretrained(
+        base, safe_serialization=True)
+    ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.1, 0.2, 0.3]
+                      ).save_pretrained(base)
+    prep = image_models.read_preprocessing(base, None, "base model")
+    assert prep.size == 16 and prep.mean == (0.1, 0.2, 0.3)
+    root = write(tmp_path / "ds", red_blue(4))
+    config = {**_config(tmp_path, root, "vit-run"), "base_dir": str(base),
+              "image_mean": list(prep.mean), "image_std": list(prep.std)}
+    result = image_worker.train_worker(config)
+    assert result["global_step"] == 4
+    model, id2label = image_models.load_classifier(tmp_path / "vit-run/out")
+    assert id2label == {0: "blue", 1: "red"} and model.config.model_type == "vit"
