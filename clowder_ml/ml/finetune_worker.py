@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ ERROR_FILE = "error.json"
 RESULT_FILE = "train_result.json"
 
 
-def _reporter() -> Any:
+def job_reporter() -> Any:
     """A Reporter for the job, or None outside a job (tests, benchmarks)."""
     url, token = os.environ.get("CLOWDER_ML_API_URL"), os.environ.get("CLOWDER_ML_JOB_TOKEN")
     if not url or not token:
@@ -40,6 +41,35 @@ def _reporter() -> Any:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     return Reporter(RunnerApi(url, token, retry_s=60.0)).start()
+
+
+def metrics_callback(reporter: Any, total_steps: int) -> Callable[[int, dict[str, float]], None]:
+    """The training loop's ``on_metrics``: stream each value, and progress in steps."""
+
+    def on_metrics(step: int, values: dict[str, float]) -> None:
+        if reporter is None:
+            return
+        for name, value in values.items():
+            reporter.metric(step, name, value)
+        if total_steps:
+            reporter.progress(step, total_steps, f"step {step} of {total_steps}")
+
+    return on_metrics
+
+
+def write_summary(out: Path, result: Any, final: dict[str, Any], facts: dict[str, Any]
+                  ) -> dict[str, Any]:
+    """Write (and return) ``train_result.json``: what the launcher reads back."""
+    summary = {
+        "global_step": result.global_step, "epochs_completed": result.epochs_completed,
+        "stopped_early": result.stopped_early, "history": result.history,
+        "train_samples_per_s": result.train_samples_per_s, "seconds": result.seconds,
+        "resumed_from_step": result.resumed_from_step, "determinism": facts,
+        "eval": {k: final[k] for k in ("loss", "accuracy", "macro_f1", "confusion_matrix")
+                 if k in final},
+    }
+    (out / RESULT_FILE).write_text(json.dumps(summary, default=str))
+    return summary
 
 
 def train_worker(config: dict[str, Any]) -> dict[str, Any]:
@@ -62,16 +92,8 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any]:
                          pad_id=int(tokenizer.pad_token_id or 0))
     train_data = TokenizedTable(Path(config["train_arrow"]))
     eval_data = TokenizedTable(Path(config["eval_arrow"])) if config.get("eval_arrow") else None
-    reporter = _reporter()
-    total_steps = int(config.get("total_steps") or 0)
-
-    def on_metrics(step: int, values: dict[str, float]) -> None:
-        if reporter is None:
-            return
-        for name, value in values.items():
-            reporter.metric(step, name, value)
-        if total_steps:
-            reporter.progress(step, total_steps, f"step {step} of {total_steps}")
+    reporter = job_reporter()
+    on_metrics = metrics_callback(reporter, int(config.get("total_steps") or 0))
 
     try:
         result = train(model, train_data, eval_data, params,
@@ -84,26 +106,18 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
-        summary = {
-            "global_step": result.global_step, "epochs_completed": result.epochs_completed,
-            "stopped_early": result.stopped_early, "history": result.history,
-            "train_samples_per_s": result.train_samples_per_s, "seconds": result.seconds,
-            "resumed_from_step": result.resumed_from_step, "determinism": facts,
-            "eval": {k: final[k] for k in ("loss", "accuracy", "macro_f1", "confusion_matrix")
-                     if k in final},
-        }
-        (out / RESULT_FILE).write_text(json.dumps(summary, default=str))
-        return summary
+        return write_summary(out, result, final, facts)
     finally:
         if reporter is not None:
             reporter.close()
 
 
-def train_or_record_failure(config: dict[str, Any]) -> bool:
-    """Train; on a failure of the training itself (retrying would fail the same way) write
-    its one-line reason to ``error.json`` and return False."""
+def train_or_record_failure(config: dict[str, Any],
+                            train_fn: Callable[[dict[str, Any]], Any] = train_worker) -> bool:
+    """Run ``train_fn``; on a failure of the training itself (retrying would fail the same
+    way) write its one-line reason to ``error.json`` and return False."""
     try:
-        train_worker(config)
+        train_fn(config)
     except (ClowderMLError, ValueError, RuntimeError, OSError) as exc:
         traceback.print_exc()
         reason = exc.message if isinstance(exc, ClowderMLError) else \

@@ -44,15 +44,17 @@ def _outcome(output_dir: Path) -> dict[str, Any]:
 
 
 def run_local(config: dict[str, Any], config_path: Path, max_failures: int,
-              on_event: Callable[[str], None]) -> dict[str, Any]:
-    """Run the worker as a child process, restarting it after an abnormal death."""
+              on_event: Callable[[str], None],
+              module: str = "clowder_ml.ml.finetune_worker") -> dict[str, Any]:
+    """Run the worker ``python -m MODULE CONFIG`` as a child process, restarting it after an
+    abnormal death (exit 0: done; exit 1: failed for a reason a retry won't fix)."""
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(config))
     output_dir = Path(config["output_dir"])
     failures = 0
     while True:
         proc = subprocess.run(  # noqa: S603 - our own module, fixed argv
-            [sys.executable, "-m", "clowder_ml.ml.finetune_worker", str(config_path)],
+            [sys.executable, "-m", module, str(config_path)],
             check=False)
         if proc.returncode in (0, 1):  # done, or failed for a reason a retry won't fix
             return _outcome(output_dir)

@@ -56,15 +56,6 @@ class ImageFinetuneParams(TaskParams):
     max_failures: int = Field(default=2, ge=0, le=10,
                               description="Worker losses survived by resuming from a checkpoint")
 
-    @property
-    def registered_base(self) -> str | None:
-        """The model version to pin as an input (None for the built-in small-cnn).
-
-        Named in ``model_params`` instead of ``base_model``: the server pins every model
-        param value that is not a built-in of the text tasks.
-        """
-        return None if self.base_model == SMALL_CNN else self.base_model
-
     @model_validator(mode="after")
     def _check(self) -> ImageFinetuneParams:
         if self.csv_file is not None and self.path_column == self.label_column:
@@ -92,7 +83,7 @@ TASKS = (
                     "registered image model) on class folders or a CSV of path,label; "
                     "registers a model version",
             params=ImageFinetuneParams, entry="clowder_ml.tasks.image_finetune:run",
-            min_datasets=1, max_datasets=1, model_params=("registered_base",),
+            min_datasets=1, max_datasets=1, model_params=("base_model",),
             publish="clowder_ml.tasks.text_classification:publish_finetune"),
     TaskDef(name="image-classification-predict",
             summary="Predict the class of a dataset's images with a registered image model; "

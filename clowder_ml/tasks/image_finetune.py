@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from clowder_ml.errors import ValidationFailed
-from clowder_ml.ml import image_models, imagedata, manifest, textdata
+from clowder_ml.ml import image_models, imagedata, launch, manifest, textdata
 from clowder_ml.ml.finetune_worker import ERROR_FILE, RESULT_FILE
 from clowder_ml.runner.inputs import default_cache_dir
 from clowder_ml.runner.threads import reserved_threads
@@ -68,7 +68,7 @@ def base_model(ctx: TaskContext, p: ImageFinetuneParams
         return None, SMALL_CNN, image_models.Preprocessing(
             size=p.image_size or image_models.DEFAULT_SMALL_CNN_SIZE)
     base = next((i for i in ctx.inputs if i.kind == "model"
-                 and i.path.name == "registered_base"), None)
+                 and i.path.name == "base_model"), None)
     if base is None:
         raise ValidationFailed(f"Base model {p.base_model!r} was not provided to the job.")
     what = f"base model {base.name or p.base_model!r}"
@@ -148,10 +148,8 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     }
     ctx.report.event(f"training {base_ref} for {total} steps (local worker, {threads} "
                      f"thread(s))")
-    from clowder_ml.ml import image_worker
-
-    trained = image_worker.run_local(config, shared / "worker.json", p.max_failures,
-                                     ctx.report.event)
+    trained = launch.run_local(config, shared / "worker.json", p.max_failures,
+                               ctx.report.event, module="clowder_ml.ml.image_worker")
 
     model_out = ctx.outputs_dir / MODEL_OUTPUT
     shutil.copytree(out_dir, model_out, ignore=shutil.ignore_patterns(RESULT_FILE, ERROR_FILE))

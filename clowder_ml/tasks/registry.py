@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 # Base models that ship with the platform (no registry entry; resolved on the node).
-BUILTIN_MODELS = frozenset({"minilm-l6"})
+BUILTIN_MODELS = frozenset({"minilm-l6", "small-cnn"})
 
 
 class TaskParams(BaseModel):

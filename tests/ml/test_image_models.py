@@ -18,7 +18,7 @@ from clowder_ml.errors import ValidationFailed
 from clowder_ml.ml import image_models, image_worker, imagedata, textdata
 from clowder_ml.tasks.context import InputData, TaskContext
 from clowder_ml.tasks.image_classification import ImageFinetuneParams, ImagePredictParams
-from clowder_ml.tasks.registry import TaskRegistry
+from clowder_ml.tasks.registry import BUILTIN_MODELS, TaskRegistry
 from tests.ml.test_imagedata import BLUE, RED, png, red_blue, write
 
 
@@ -66,7 +66,7 @@ def test_tasks_are_registered_and_small_cnn_is_not_pinned() -> None:
     assert reg.get("image-classification-predict").model_params == ("model",)
     p = ft.parse_params({"model_name": "m"})
     assert isinstance(p, ImageFinetuneParams) and p.base_model == "small-cnn"
-    assert [getattr(p, n) for n in ft.model_params] == [None]
+    assert ft.model_params == ("base_model",) and "small-cnn" in BUILTIN_MODELS
     p = ft.parse_params({"model_name": "m", "base_model": "vit@latest"})
     assert [getattr(p, n) for n in ft.model_params] == ["vit@latest"]
     with pytest.raises(ValidationFailed, match="nope"):
