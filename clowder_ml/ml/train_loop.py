@@ -83,6 +83,8 @@ class TrainParams:
     log_every_steps: int = 10
     pad_id: int = 0
     eval_batch_size: int | None = None
+    # bfloat16 autocast of the forward pass on a GPU (weights and optimizer stay float32).
+    bf16: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:
@@ -565,7 +567,9 @@ def train(
             n_samples = 0
             for idx in group:
                 inputs = make_inputs(train_data.batch(idx), device, True)
-                loss = model(**inputs).loss / len(group)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                                    enabled=params.bf16 and device.type == "cuda"):
+                    loss = model(**inputs).loss / len(group)
                 loss.backward()
                 step_loss += float(loss.detach())
                 n_samples += len(idx)

@@ -213,6 +213,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
             "weight_decay": p.weight_decay, "max_grad_norm": p.max_grad_norm, "seed": p.seed,
             "early_stopping_patience": p.early_stopping_patience, "metric": p.metric,
             "checkpoint_every_steps": p.checkpoint_every_steps, "max_steps": p.max_steps,
+            "bf16": p.bf16,
             # About ten points for short runs, one per ten steps for long ones.
             "log_every_steps": min(10, max(1, total // 10)),
         },
