@@ -78,6 +78,9 @@ class FinetuneParams(TaskParams):
             raise ValueError("validation_file must not be one of the training files")
         if self.bf16 and not self.use_gpu:
             raise ValueError("bf16 needs use_gpu (CPU training runs in float32)")
+        if self.workers > 1:  # refused at submission rather than after queueing
+            raise ValueError("training on more than one worker is not supported yet; "
+                             "use workers=1")
         return self
 
 

@@ -158,9 +158,6 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     p = ctx.params
     assert isinstance(p, FinetuneParams)
     p = _with_params_file(ctx, p)
-    if p.workers > 1:
-        raise ValidationFailed("Training on more than one worker is not supported yet.",
-                               "Use workers=1 (the default).")
     # Everything that can be wrong with the input is checked before training starts: the
     # data first (cheap), then the base model.
     train_ex, val_ex = _examples(ctx, p)
