@@ -69,7 +69,7 @@ VICTIM = """
 import os, time
 with open('/work/victim-canary.txt', 'w') as f:
     f.write(os.environ['VICTIM_SECRET'])
-deadline = time.monotonic() + 20
+deadline = time.monotonic() + 50
 while not os.path.exists('/data/stop') and time.monotonic() < deadline:
     time.sleep(0.05)
 print('victim done' if os.path.exists('/data/stop') else 'victim gave up')
@@ -126,7 +126,7 @@ def _run_with_victim(host: Host, attack: Attack, tmp_path: Path,
     def victim() -> None:
         out["victim"] = host.sb.run_python(
             victim_file, input_dir=victim_input, env={"VICTIM_SECRET": secret},
-            limits=BASE_LIMITS.with_(wall_s=30))
+            limits=BASE_LIMITS.with_(wall_s=60))
 
     thread = threading.Thread(target=victim)
     thread.start()

@@ -2,6 +2,7 @@
 path of its work folder, through /proc of every visible process, and by walking /.
 
 verdict: ok
+limits: wall_s=25 cpu_s=25
 """
 import os
 
