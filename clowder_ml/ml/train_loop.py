@@ -511,8 +511,12 @@ def train(
     eval_bs = params.eval_batch_size or params.batch_size
     schedule = _schedule(params, n_train)
     warmup_steps, total_steps = schedule
+    # fused=True: one vectorized kernel for all parameters (CPU and CUDA). The default
+    # on CPU is a Python loop over tensors that took ~40 % of a MiniLM step here; the fused
+    # kernel has no atomics, so results stay deterministic.
     optimizer = torch.optim.AdamW(
-        _param_groups(model, params.weight_decay), lr=params.learning_rate, weight_decay=0.0
+        _param_groups(model, params.weight_decay), lr=params.learning_rate, weight_decay=0.0,
+        fused=True,
     )
 
     progress = _Progress()
