@@ -9,7 +9,6 @@ reads its intra-op count once at import.
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import sys
@@ -23,16 +22,14 @@ def reserved_threads(cpus: float) -> int:
 
 
 def configure(cpus: float) -> int:
-    """Set the thread count for ``cpus`` (env for subprocesses, PyTorch if importable);
-    returns it."""
+    """Set the thread count for ``cpus`` (env for this process's later imports and for
+    subprocesses; PyTorch at once if already imported); returns it."""
     n = reserved_threads(cpus)
     for var in THREAD_VARS:
         os.environ[var] = str(n)
+    # Not imported here (seconds of start-up for tasks that train in a worker process):
+    # PyTorch imported later reads OMP_NUM_THREADS; one imported already is set now.
     torch: Any = sys.modules.get("torch")
-    if torch is None:
-        try:
-            torch = importlib.import_module("torch")
-        except ImportError:
-            return n
-    torch.set_num_threads(n)
+    if torch is not None:
+        torch.set_num_threads(n)
     return n
