@@ -28,7 +28,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from clowder_ml.errors import ValidationFailed
-from clowder_ml.ml.models import CONVERT_HINT, PICKLE_SUFFIXES
+from clowder_ml.ml.models import read_safe_config
 
 SMALL_CNN = "small-cnn"
 SMALL_CNN_TYPE = "clowder-small-cnn"
@@ -162,22 +162,7 @@ def check_image_model(folder: Path, what: str) -> dict[str, Any]:
     Refuses: no config.json, pickle-only or missing safetensors weights, a model type that
     cannot classify images, no preprocessor_config.json. ``what`` names it in messages.
     """
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise ValidationFailed(f"The {what} has no config.json, so it is not a Hugging Face "
-                               "model folder.", "Upload the folder save_pretrained() wrote.")
-    if not any(p.suffix == ".safetensors" for p in folder.iterdir()):
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        if pickles:
-            raise ValidationFailed(f"The {what} has only pickle-based weights ({pickles[0]}); "
-                                   "they are refused because loading them can run code.",
-                                   CONVERT_HINT)
-        raise ValidationFailed(f"The {what} has no model.safetensors.",
-                               "Upload the weights saved with safe_serialization=True.")
-    try:
-        config: dict[str, Any] = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValidationFailed(f"The {what}'s config.json is not valid JSON: {exc}.") from None
+    config = read_safe_config(folder, what)
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
     )

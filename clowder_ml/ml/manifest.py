@@ -8,11 +8,23 @@ manifests to say why two runs differ.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
 import sys
+from pathlib import Path
 from typing import Any
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's content, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
 
 PACKAGES = ("clowder-ml", "torch", "transformers", "tokenizers", "safetensors", "numpy",
             "pyarrow", "ray")

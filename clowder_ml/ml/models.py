@@ -37,11 +37,9 @@ def _quiet() -> None:
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
-def check_text_model(folder: Path, what: str) -> dict[str, Any]:
-    """Check ``folder`` is a text model we can load safely; returns its config.
-
-    ``what`` names it in messages ("base model 'x'").
-    """
+def read_safe_config(folder: Path, what: str) -> dict[str, Any]:
+    """The config.json of a model folder whose weights are safetensors; ``ValidationFailed``
+    naming ``what`` when it is not a HF folder or has only pickle-based weights."""
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise ValidationFailed(f"The {what} has no config.json, so it is not a Hugging Face "
@@ -59,6 +57,15 @@ def check_text_model(folder: Path, what: str) -> dict[str, Any]:
         config: dict[str, Any] = json.loads(config_path.read_text())
     except (OSError, ValueError) as exc:
         raise ValidationFailed(f"The {what}'s config.json is not valid JSON: {exc}.") from None
+    return config
+
+
+def check_text_model(folder: Path, what: str) -> dict[str, Any]:
+    """Check ``folder`` is a text model we can load safely; returns its config.
+
+    ``what`` names it in messages ("base model 'x'").
+    """
+    config = read_safe_config(folder, what)
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
     )

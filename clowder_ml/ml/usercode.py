@@ -39,6 +39,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from clowder_ml.errors import ValidationFailed
+from clowder_ml.ml.manifest import sha256_file
 from clowder_ml.ml.textdata import TextExamples
 from clowder_ml.sandbox import get_sandbox
 from clowder_ml.sandbox.usercode import RowError, apply, evaluate_config
@@ -70,12 +71,8 @@ _SHOWN_ERRORS = 20
 
 
 def code_digest(path: Path) -> str:
-    """Hex SHA-256 of the file's bytes (read in chunks), as recorded in a job manifest."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex SHA-256 of the file's bytes, as recorded in a job manifest."""
+    return sha256_file(path)
 
 
 # --------------------------------------------------------------------------- params files

@@ -19,7 +19,6 @@ Result: ``metrics``, ``digest`` (sha256 of model.safetensors), ``labels``,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,14 +35,6 @@ from clowder_ml.tasks.image_classification import SMALL_CNN, ImageFinetuneParams
 
 MODEL_OUTPUT = "model"
 TASK = "image-classification-finetune"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def examples(root: Path, p: ImageFinetuneParams
@@ -158,7 +149,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     metrics.update(train_samples_per_s=trained.get("train_samples_per_s"),
                    global_step=trained.get("global_step"),
                    epochs_completed=trained.get("epochs_completed"))
-    digest = _sha256(model_out / "model.safetensors")
+    digest = manifest.sha256_file(model_out / "model.safetensors")
     data = ctx.dataset()
     man = manifest.build(
         task=TASK, job_id=ctx.job_id,

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -34,14 +33,6 @@ from clowder_ml.tasks.text_classification import FinetuneParams, data_tables
 
 MODEL_OUTPUT = "model"
 TASK = "text-classification-finetune"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _base_model(ctx: TaskContext, p: FinetuneParams) -> tuple[Path, str]:
@@ -178,7 +169,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     data = ctx.dataset()
     digests = sorted(data.digests.items())
-    tok_digest = "".join(_sha256(f) for f in sorted(base_dir.glob("*token*"))
+    tok_digest = "".join(manifest.sha256_file(f) for f in sorted(base_dir.glob("*token*"))
                          + sorted(base_dir.glob("vocab*")))
     code = {name: usercode.code_digest(_user_file(ctx, name, "file"))
             for name in (p.params_file, p.preprocess_file) if name}
@@ -233,7 +224,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     metrics.update(train_samples_per_s=trained.get("train_samples_per_s"),
                    global_step=trained.get("global_step"),
                    epochs_completed=trained.get("epochs_completed"))
-    digest = _sha256(model_out / "model.safetensors")
+    digest = manifest.sha256_file(model_out / "model.safetensors")
     man = manifest.build(
         task=TASK, job_id=ctx.job_id,
         inputs=[{"kind": i.kind, "ref": i.name, "version": i.version, "files": i.digests}
