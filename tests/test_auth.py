@@ -108,7 +108,8 @@ def test_first_admin_password_is_generated_not_fixed(tmp_path: object) -> None:
 
     seen = set()
     for i in range(2):
-        app = create_app(Settings(data_dir=f"{tmp_path}/d{i}"), announce=False)
+        app = create_app(Settings(data_dir=f"{tmp_path}/d{i}", engine_enabled=False),
+                         announce=False)
         with TestClient(app) as c:
             pw = app.state.generated_admin_password
             assert pw and len(pw) >= 16
@@ -116,7 +117,8 @@ def test_first_admin_password_is_generated_not_fixed(tmp_path: object) -> None:
             r = c.post("/api/v1/auth/token", json={"username": "admin", "password": pw})
             assert r.status_code == 201
         # A restart on the same data does not create or print another password.
-        app2 = create_app(Settings(data_dir=f"{tmp_path}/d{i}"), announce=False)
+        app2 = create_app(Settings(data_dir=f"{tmp_path}/d{i}", engine_enabled=False),
+                          announce=False)
         with TestClient(app2):
             assert app2.state.generated_admin_password is None
     assert len(seen) == 2

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -96,6 +97,10 @@ class Dispatcher:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.unreachable: str | None = None
+        # A pass may be starting the embedded head (seconds) in a worker thread when the
+        # server shuts down: close() waits for it, so that head is stopped, not orphaned.
+        self._pass_lock = threading.Lock()
+        self._closed = False
 
     # the loop ------------------------------------------------------------------------------
 
@@ -116,17 +121,30 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.tick_s)
 
-    def close(self) -> None:
-        """Stop the embedded head (if we run one); a remote cluster is left alone."""
-        if self.cluster is not None:
-            self.cluster.stop()
-            self.cluster = None
-            self.backend = None
+    def close(self, wait_s: float = 120.0) -> None:
+        """Stop the embedded head (if we run one); a remote cluster is left alone. Waits up
+        to ``wait_s`` for a pass in progress (e.g. one starting the head); no pass runs
+        after this."""
+        self._closed = True
+        acquired = self._pass_lock.acquire(timeout=wait_s)
+        try:
+            if self.cluster is not None:
+                self.cluster.stop()
+                self.cluster = None
+                self.backend = None
+        finally:
+            if acquired:
+                self._pass_lock.release()
 
     # one pass ------------------------------------------------------------------------------
 
     def step(self) -> None:
-        """One reconcile-and-dispatch pass (blocking)."""
+        """One reconcile-and-dispatch pass (blocking); nothing once closed."""
+        with self._pass_lock:
+            if not self._closed:
+                self._step()
+
+    def _step(self) -> None:
         backend = self._ensure_backend()
         if backend is None:
             return
