@@ -119,8 +119,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     out_dir = shared / "model-out"
     shutil.rmtree(out_dir, ignore_errors=True)
     threads = reserved_threads(ctx.cpus)
-    steps_per_epoch = -(-n_train // (p.batch_size * p.gradient_accumulation))
-    total = min(p.max_steps or 10**9, steps_per_epoch * p.epochs)
+    total = launch.total_steps(p, n_train)
     config = {
         "base_dir": str(base_dir) if base_dir else None, "labels": labels, "seed": p.seed,
         "threads": threads, "use_gpu": p.use_gpu, "augment": p.augment,
@@ -128,14 +127,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
         "train_data": str(train_data), "eval_data": str(eval_data) if eval_data else None,
         "checkpoint_dir": str(shared / "checkpoints"), "output_dir": str(out_dir),
         "total_steps": total,
-        "train_params": {
-            "epochs": p.epochs, "learning_rate": p.learning_rate, "batch_size": p.batch_size,
-            "gradient_accumulation": p.gradient_accumulation, "warmup_ratio": p.warmup_ratio,
-            "weight_decay": p.weight_decay, "max_grad_norm": p.max_grad_norm, "seed": p.seed,
-            "early_stopping_patience": p.early_stopping_patience, "metric": p.metric,
-            "checkpoint_every_steps": p.checkpoint_every_steps, "max_steps": p.max_steps,
-            "log_every_steps": min(10, max(1, total // 10)),
-        },
+        "train_params": launch.loop_params(p, total),
     }
     ctx.report.event(f"training {base_ref} for {total} steps (local worker, {threads} "
                      f"thread(s))")

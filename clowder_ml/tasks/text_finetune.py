@@ -187,24 +187,14 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     out_dir = shared / "model-out"
     shutil.rmtree(out_dir, ignore_errors=True)
     threads = reserved_threads(ctx.cpus)
-    steps_per_epoch = -(-len(train_ex) // (p.batch_size * p.gradient_accumulation))
-    total = min(p.max_steps or 10**9, steps_per_epoch * p.epochs)
+    total = launch.total_steps(p, len(train_ex))
     config = {
         "base_dir": str(base_dir), "labels": labels, "seed": p.seed, "threads": threads,
         "use_gpu": p.use_gpu, "train_arrow": str(train_arrow),
         "eval_arrow": str(eval_arrow) if eval_arrow else None,
         "checkpoint_dir": str(shared / "checkpoints"), "output_dir": str(out_dir),
         "total_steps": total,
-        "train_params": {
-            "epochs": p.epochs, "learning_rate": p.learning_rate, "batch_size": p.batch_size,
-            "gradient_accumulation": p.gradient_accumulation, "warmup_ratio": p.warmup_ratio,
-            "weight_decay": p.weight_decay, "max_grad_norm": p.max_grad_norm, "seed": p.seed,
-            "early_stopping_patience": p.early_stopping_patience, "metric": p.metric,
-            "checkpoint_every_steps": p.checkpoint_every_steps, "max_steps": p.max_steps,
-            "bf16": p.bf16,
-            # About ten points for short runs, one per ten steps for long ones.
-            "log_every_steps": min(10, max(1, total // 10)),
-        },
+        "train_params": launch.loop_params(p, total),
     }
     how = launch.choose(p.launcher, p.workers, p.use_gpu)
     ctx.report.event(f"training {base_ref} for {total} steps ({how} worker, {threads} "
