@@ -14,6 +14,7 @@ exits 1, which the launcher does not retry.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +28,9 @@ from clowder_ml.errors import ClowderMLError
 
 ERROR_FILE = "error.json"
 RESULT_FILE = "train_result.json"
+# ``CONFIG --prewarm HINT``: import everything, then wait for "go" on stdin (see
+# ``launch.LocalWorker``); HINT is the base model folder, or empty.
+PREWARM_FLAG = "--prewarm"
 
 
 def job_reporter() -> Any:
@@ -138,9 +142,46 @@ def train_worker_ray(config: dict[str, Any]) -> None:
         train_or_record_failure(config)
 
 
+def warm_up(base_dir: str) -> None:
+    """Import what training needs, including the base model's architecture code."""
+    import torch  # noqa: F401
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
+    )
+
+    from clowder_ml.ml import models, textdata, train_loop  # noqa: F401
+
+    if base_dir and Path(base_dir, "config.json").is_file():
+        # The architecture's module is imported on first lookup; a folder that is not a text
+        # classifier is the runner's check to report, not ours.
+        with contextlib.suppress(KeyError, OSError, ValueError):
+            MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(AutoConfig.from_pretrained(base_dir))]
+
+
+def worker_main(argv: list[str], train_fn: Callable[[dict[str, Any]], Any],
+                warm: Callable[[str], None]) -> int:
+    """``CONFIG [--prewarm HINT]`` -> exit 0 (trained), 1 (failed: ``error.json``), or 4
+    (prewarmed, then told not to start: stdin closed without "go")."""
+    if len(argv) > 2 and argv[2] == PREWARM_FLAG:
+        warm(argv[3] if len(argv) > 3 else "")
+        if sys.stdin.readline().strip() != "go":
+            return 4
+    config = json.loads(Path(argv[1]).read_text())
+    return 0 if train_or_record_failure(config, train_fn) else 1
+
+
+def exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown: everything is written and reported by now,
+    and tearing down PyTorch and transformers takes about a second of the job's time."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: list[str]) -> int:
-    return 0 if train_or_record_failure(json.loads(Path(argv[1]).read_text())) else 1
+    return worker_main(argv, train_worker, warm_up)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    exit_now(main(sys.argv))

@@ -3,7 +3,7 @@ saves the Hugging Face folder.
 
 Same contract as :mod:`clowder_ml.ml.finetune_worker` (whose result and error files it
 shares): started as ``python -m clowder_ml.ml.image_worker CONFIG.json`` by
-:func:`clowder_ml.ml.launch.run_local`; it may be killed at any moment and started again with
+:class:`clowder_ml.ml.launch.LocalWorker`; it may be killed at any moment and started again with
 the same config,
 then resumes from the newest checkpoint in ``checkpoint_dir`` and ends with the same weights
 as an uninterrupted run. A failure of the training itself is written to ``error.json`` and
@@ -12,15 +12,15 @@ the worker exits 1 (not retried); any other death is retried up to ``max_failure
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from clowder_ml.ml.finetune_worker import (
+    exit_now,
     job_reporter,
     metrics_callback,
-    train_or_record_failure,
+    worker_main,
     write_summary,
 )
 
@@ -77,10 +77,16 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any]:
             reporter.close()
 
 
+def warm_up(base_dir: str) -> None:
+    """Import what training needs (``base_dir`` unused: image models import eagerly)."""
+    import torch  # noqa: F401
+
+    from clowder_ml.ml import image_models, imagedata, train_loop  # noqa: F401
+
+
 def main(argv: list[str]) -> int:
-    config = json.loads(Path(argv[1]).read_text())
-    return 0 if train_or_record_failure(config, train_worker) else 1
+    return worker_main(argv, train_worker, warm_up)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    exit_now(main(sys.argv))

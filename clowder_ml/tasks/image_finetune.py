@@ -27,7 +27,6 @@ from typing import Any
 
 from clowder_ml.errors import ValidationFailed
 from clowder_ml.ml import image_models, imagedata, launch, manifest, textdata
-from clowder_ml.ml.finetune_worker import ERROR_FILE, RESULT_FILE
 from clowder_ml.runner.inputs import default_cache_dir
 from clowder_ml.runner.threads import reserved_threads
 from clowder_ml.tasks.context import TaskContext
@@ -112,30 +111,31 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     p = ctx.params
     assert isinstance(p, ImageFinetuneParams)
     cache = default_cache_dir().parent / "decoded-images"
-    (train_data, eval_data, labels, n_train, n_eval, base_dir, base_ref,
-     prep) = prepare(ctx, p, cache)
-
     shared = Path(os.environ.get("CLOWDER_ML_SHARED_DIR") or ctx.work_dir) / "jobs" / ctx.job_id
     out_dir = shared / "model-out"
     shutil.rmtree(out_dir, ignore_errors=True)
     threads = reserved_threads(ctx.cpus)
-    total = launch.total_steps(p, n_train)
-    config = {
-        "base_dir": str(base_dir) if base_dir else None, "labels": labels, "seed": p.seed,
-        "threads": threads, "use_gpu": p.use_gpu, "augment": p.augment,
-        "image_size": prep.size, "image_mean": list(prep.mean), "image_std": list(prep.std),
-        "train_data": str(train_data), "eval_data": str(eval_data) if eval_data else None,
-        "checkpoint_dir": str(shared / "checkpoints"), "output_dir": str(out_dir),
-        "total_steps": total,
-        "train_params": launch.loop_params(p, total),
-    }
-    ctx.report.event(f"training {base_ref} for {total} steps (local worker, {threads} "
-                     f"thread(s))")
-    trained = launch.run_local(config, shared / "worker.json", p.max_failures,
-                               ctx.report.event, module="clowder_ml.ml.image_worker")
+    # The worker imports PyTorch while the images are checked and decoded.
+    with launch.LocalWorker(shared / "worker.json", "clowder_ml.ml.image_worker") as worker:
+        (train_data, eval_data, labels, n_train, n_eval, base_dir, base_ref,
+         prep) = prepare(ctx, p, cache)
+        total = launch.total_steps(p, n_train)
+        config = {
+            "base_dir": str(base_dir) if base_dir else None, "labels": labels, "seed": p.seed,
+            "threads": threads, "use_gpu": p.use_gpu, "augment": p.augment,
+            "image_size": prep.size, "image_mean": list(prep.mean),
+            "image_std": list(prep.std), "train_data": str(train_data),
+            "eval_data": str(eval_data) if eval_data else None,
+            "checkpoint_dir": str(shared / "checkpoints"), "output_dir": str(out_dir),
+            "total_steps": total,
+            "train_params": launch.loop_params(p, total),
+        }
+        ctx.report.event(f"training {base_ref} for {total} steps (local worker, {threads} "
+                         f"thread(s))")
+        trained = worker.run(config, p.max_failures, ctx.report.event)
 
     model_out = ctx.outputs_dir / MODEL_OUTPUT
-    shutil.copytree(out_dir, model_out, ignore=shutil.ignore_patterns(RESULT_FILE, ERROR_FILE))
+    launch.collect_model(out_dir, model_out)
     ev = trained.get("eval") or {}
     metrics = {f"eval_{k}": v for k, v in ev.items() if k != "confusion_matrix"}
     metrics.update(train_samples_per_s=trained.get("train_samples_per_s"),

@@ -14,17 +14,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from clowder_ml.errors import ClowderMLError, ValidationFailed
 from clowder_ml.ml import launch, manifest, models, textdata, usercode
-from clowder_ml.ml.finetune_worker import ERROR_FILE, RESULT_FILE
 from clowder_ml.runner.inputs import default_cache_dir
 from clowder_ml.runner.threads import reserved_threads
 from clowder_ml.tasks.context import TaskContext
@@ -145,20 +146,30 @@ def _preprocessed(ctx: TaskContext, p: FinetuneParams, ex: textdata.TextExamples
     return out
 
 
-def run(ctx: TaskContext) -> dict[str, Any]:
-    p = ctx.params
-    assert isinstance(p, FinetuneParams)
-    p = _with_params_file(ctx, p)
-    # Everything that can be wrong with the input is checked before training starts: the
-    # data first (cheap), then the base model.
+@dataclass(frozen=True)
+class _Prepared:
+    """Checked, tokenized data ready for the training worker."""
+
+    labels: list[str]
+    n_train: int
+    n_eval: int
+    train_arrow: Path
+    eval_arrow: Path | None
+    code: dict[str, str]  # user file -> digest
+
+
+def _prepare(ctx: TaskContext, p: FinetuneParams, base_dir: Path, base_ref: str) -> _Prepared:
+    """Check everything that can be wrong with the input (the data first, it is cheap, then
+    the base model), then tokenize into the node's Arrow cache."""
     train_ex, val_ex = _examples(ctx, p)
     train_ex = _preprocessed(ctx, p, train_ex, "training")
     val_ex = _preprocessed(ctx, p, val_ex, "validation") if val_ex is not None else None
     label_map = textdata.label_mapping(train_ex.labels or [])
     if val_ex is not None:
         textdata.check_validation_labels(label_map, val_ex)
-    base_dir, base_ref = _base_model(ctx, p)
-    models.check_text_model(base_dir, f"base model {base_ref!r}")
+    # Built-in base models are known good; checking one would import PyTorch here for nothing.
+    if p.base_model not in BUILTIN_MODELS:
+        models.check_text_model(base_dir, f"base model {base_ref!r}")
     labels = sorted(label_map, key=label_map.__getitem__)
     ctx.report.event(f"data: {len(train_ex)} training and "
                      f"{len(val_ex) if val_ex else 0} validation examples, "
@@ -167,8 +178,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    data = ctx.dataset()
-    digests = sorted(data.digests.items())
+    digests = sorted(ctx.dataset().digests.items())
     tok_digest = "".join(manifest.sha256_file(f) for f in sorted(base_dir.glob("*token*"))
                          + sorted(base_dir.glob("vocab*")))
     code = {name: usercode.code_digest(_user_file(ctx, name, "file"))
@@ -182,33 +192,46 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     train_arrow = _tokenized(train_ex, tokenizer, p, label_map, base_key + "-train", cache)
     eval_arrow = (_tokenized(val_ex, tokenizer, p, label_map, base_key + "-eval", cache)
                   if val_ex is not None and len(val_ex) else None)
+    return _Prepared(labels=labels, n_train=len(train_ex), n_eval=len(val_ex) if val_ex else 0,
+                     train_arrow=train_arrow, eval_arrow=eval_arrow, code=code)
 
+
+def run(ctx: TaskContext) -> dict[str, Any]:
+    p = ctx.params
+    assert isinstance(p, FinetuneParams)
+    p = _with_params_file(ctx, p)
+    base_dir, base_ref = _base_model(ctx, p)
     shared = Path(os.environ.get("CLOWDER_ML_SHARED_DIR") or ctx.work_dir) / "jobs" / ctx.job_id
     out_dir = shared / "model-out"
     shutil.rmtree(out_dir, ignore_errors=True)
-    threads = reserved_threads(ctx.cpus)
-    total = launch.total_steps(p, len(train_ex))
-    config = {
-        "base_dir": str(base_dir), "labels": labels, "seed": p.seed, "threads": threads,
-        "use_gpu": p.use_gpu, "train_arrow": str(train_arrow),
-        "eval_arrow": str(eval_arrow) if eval_arrow else None,
-        "checkpoint_dir": str(shared / "checkpoints"), "output_dir": str(out_dir),
-        "total_steps": total,
-        "train_params": launch.loop_params(p, total),
-    }
     how = launch.choose(p.launcher, p.workers, p.use_gpu)
-    ctx.report.event(f"training {base_ref} for {total} steps ({how} worker, {threads} "
-                     f"thread(s))")
-    if how == "local":
-        trained = launch.run_local(config, shared / "worker.json", p.max_failures,
-                                   ctx.report.event)
-    else:
-        trained = launch.run_ray_train(config, workers=p.workers, use_gpu=p.use_gpu,
-                                       cpus_per_worker=ctx.cpus, storage=shared / "ray",
-                                       name=ctx.job_id, max_failures=p.max_failures)
-
+    threads = reserved_threads(ctx.cpus)
+    with contextlib.ExitStack() as stack:
+        # The local worker imports PyTorch and transformers while the data is prepared.
+        worker = stack.enter_context(launch.LocalWorker(shared / "worker.json",
+                                                        warm=str(base_dir))) \
+            if how == "local" else None
+        prep = _prepare(ctx, p, base_dir, base_ref)
+        total = launch.total_steps(p, prep.n_train)
+        config = {
+            "base_dir": str(base_dir), "labels": prep.labels, "seed": p.seed,
+            "threads": threads, "use_gpu": p.use_gpu, "train_arrow": str(prep.train_arrow),
+            "eval_arrow": str(prep.eval_arrow) if prep.eval_arrow else None,
+            "checkpoint_dir": str(shared / "checkpoints"), "output_dir": str(out_dir),
+            "total_steps": total,
+            "train_params": launch.loop_params(p, total),
+        }
+        ctx.report.event(f"training {base_ref} for {total} steps ({how} worker, {threads} "
+                         f"thread(s))")
+        if worker is not None:
+            trained = worker.run(config, p.max_failures, ctx.report.event)
+        else:
+            trained = launch.run_ray_train(config, workers=p.workers, use_gpu=p.use_gpu,
+                                           cpus_per_worker=ctx.cpus, storage=shared / "ray",
+                                           name=ctx.job_id, max_failures=p.max_failures)
+    labels = prep.labels
     model_out = ctx.outputs_dir / MODEL_OUTPUT
-    shutil.copytree(out_dir, model_out, ignore=shutil.ignore_patterns(RESULT_FILE, ERROR_FILE))
+    launch.collect_model(out_dir, model_out)
     ev = trained.get("eval") or {}
     metrics = {f"eval_{k}": v for k, v in ev.items() if k != "confusion_matrix"}
     metrics.update(train_samples_per_s=trained.get("train_samples_per_s"),
@@ -221,7 +244,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
                 for i in ctx.inputs] + ([{"kind": "builtin", "ref": base_ref}]
                                         if p.base_model in BUILTIN_MODELS else []),
         params=p.model_dump(mode="json"), determinism=trained.get("determinism", {}),
-        code=code,
+        code=prep.code,
         extra={"weights_sha256": digest, "metrics": metrics})
     (model_out / "manifest.json").write_text(json.dumps(man, indent=2, default=str))
     (model_out / "metrics.json").write_text(json.dumps(
@@ -232,9 +255,9 @@ def run(ctx: TaskContext) -> dict[str, Any]:
          "label_column": p.label_column, "max_length": p.max_length, "labels": labels,
          "base_model": base_ref}, indent=2))
     (model_out / "README.md").write_text(_model_card(p.model_name, base_ref, labels, metrics,
-                                                     p, data.name))
+                                                     p, ctx.dataset().name))
     shutil.rmtree(shared, ignore_errors=True)  # checkpoints are no longer needed
     return {"metrics": metrics, "digest": digest, "labels": labels,
-            "train_examples": len(train_ex), "eval_examples": len(val_ex) if val_ex else 0,
+            "train_examples": prep.n_train, "eval_examples": prep.n_eval,
             "base_model": base_ref, "launcher": how, "seconds": trained.get("seconds"),
             "resumed_from_step": trained.get("resumed_from_step")}
