@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import BertConfig, BertForSequenceClassification
 
 from clowder_ml.ml import determinism
@@ -371,3 +372,31 @@ def test_resume_in_a_fresh_process_matches_uninterrupted(tmp_path: Path) -> None
         timeout=120,
     ).stdout.split()
     assert out == ["6", sha_a]
+
+
+def test_checkpoint_written_in_background_holds_the_state_of_its_step(tmp_path: Path) -> None:
+    """Checkpoints are written on a thread while training goes on: each must still hold the
+    weights of its own step (a snapshot), and resuming from one gives the uninterrupted
+    result."""
+    params = TrainParams(**{**BASE.__dict__, "checkpoint_every_steps": 4})
+    full = make_model(11)
+    train(full, TRAIN, EVAL, params, checkpoint_dir=tmp_path / "a")
+    ckpts = list_checkpoints(tmp_path / "a")
+    step, path = ckpts[0]
+    assert step < 16  # an intermediate checkpoint, written while later steps ran
+    short = make_model(11)
+    done = iter(range(1, 10**6))  # stop (same schedule) once `step` steps are done
+    train(short, TRAIN, EVAL, params, should_stop=lambda: next(done) >= step)
+    saved = load_file(str(path / WEIGHTS_FILE))
+    live = short.state_dict()
+    assert saved.keys() <= live.keys()
+    for name, tensor in saved.items():
+        assert torch.equal(tensor, live[name]), name
+
+
+def test_a_failed_background_checkpoint_write_fails_the_run(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the checkpoint folder should be")
+    params = TrainParams(**{**BASE.__dict__, "checkpoint_every_steps": 2})
+    with pytest.raises(OSError):
+        train(make_model(11), TRAIN, EVAL, params, checkpoint_dir=blocker / "ckpt")
