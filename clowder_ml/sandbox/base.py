@@ -9,6 +9,8 @@ A run, whatever the backend:
 3. the program runs as uid/gid 65534 with only the environment given here (nothing from the
    host), in a private cgroup that caps memory and processes and counts CPU;
 4. the host enforces wall time, CPU time, memory and output, then decides one verdict;
+   files the caller follows are read from the host while it runs (see
+   :mod:`clowder_ml.sandbox.follow`), and once more after it ended;
 5. requested files are collected safely (see :mod:`clowder_ml.sandbox.collect`);
 6. in ``finally``: every process of the run is killed, runtime state deleted, the work folder
    unmounted and the bundle removed, whatever happened.
@@ -37,6 +39,7 @@ from typing import ClassVar
 from clowder_ml.errors import ValidationFailed
 from clowder_ml.sandbox.cgroups import HostCgroup
 from clowder_ml.sandbox.collect import Collected, collect, safe_relpath
+from clowder_ml.sandbox.follow import Follow, Follower
 from clowder_ml.sandbox.host import (
     NOBODY,
     Observation,
@@ -162,7 +165,8 @@ class Sandbox(ABC):
             env: Mapping[str, str] | None = None, limits: Limits | None = None,
             files: Mapping[str, bytes | Path] | None = None,
             collect_into: Path | None = None,
-            collect_names: Sequence[str] | None = None) -> SandboxResult:
+            collect_names: Sequence[str] | None = None,
+            follow: Mapping[str, Follow] | None = None) -> SandboxResult:
         """Run ``command`` in a fresh sandbox and return how it ended.
 
         - ``input_dir``: a host folder mounted read-only at ``/data`` (its files must be
@@ -174,6 +178,9 @@ class Sandbox(ABC):
         - ``collect_into``: after the run, copy files from ``/work`` here (all, or only
           ``collect_names``), never following symlinks, at most ``limits.disk_bytes`` in
           all. The result lists them, and what was refused with why.
+        - ``follow``: file name in ``/work`` -> :class:`~clowder_ml.sandbox.follow.Follow`:
+          its bytes are handed to the callback while the program runs (read-only, from the
+          host; no new mount), the last of them before this returns.
 
         Raises :class:`~clowder_ml.errors.SandboxUnavailable` if the backend is missing or
         cannot start, and :class:`~clowder_ml.errors.ValidationFailed` on bad arguments.
@@ -183,8 +190,9 @@ class Sandbox(ABC):
         cmd = _check_command(command)
         full_env = self._env(env)
         _check_input_dir(input_dir)
+        follower = Follower(follow or {})
         return self._run_flow(cmd, full_env, input_dir, limits, files, collect_into,
-                              collect_names, None)
+                              collect_names, None, follower)
 
     def start(self, command: Sequence[str], *, input_dir: Path | None = None,
               env: Mapping[str, str] | None = None, limits: Limits | None = None,
@@ -207,7 +215,8 @@ class Sandbox(ABC):
     def _run_flow(self, cmd: list[str], full_env: dict[str, str], input_dir: Path | None,
                   limits: Limits, files: Mapping[str, bytes | Path] | None,
                   collect_into: Path | None, collect_names: Sequence[str] | None,
-                  stream: StreamIO | None) -> SandboxResult:
+                  stream: StreamIO | None, follower: Follower | None = None
+                  ) -> SandboxResult:
         """The one run flow (module docstring), for :meth:`run` and :meth:`start` alike."""
         run_id = f"{self.run_prefix}{secrets.token_hex(6)}"
         bundle = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir=self.tmp_root))
@@ -220,7 +229,15 @@ class Sandbox(ABC):
             prepared = self._prepare(run_id, bundle, cmd, full_env, input_dir, files)
             mount_work_tmpfs(work, limits.disk_bytes)
             try:
-                obs, info = self._execute(prepared, limits, stream)
+                if follower is not None:
+                    follower.start(work)
+                try:
+                    obs, info = self._execute(prepared, limits, stream)
+                finally:
+                    if follower is not None:
+                        follower.stop()
+                if follower is not None:
+                    follower.finish()  # every process has ended: the files are complete
                 verdict, detail = decide(obs, info)
                 gathered = Collected()
                 if collect_into is not None:
@@ -236,6 +253,8 @@ class Sandbox(ABC):
             finally:
                 shutil.rmtree(bundle, ignore_errors=True)
                 os.close(lock_fd)
+        if follower is not None and follower.error is not None:
+            raise follower.error
         return SandboxResult(
             verdict=verdict, exit_code=info.exit_code, signal=info.signal,
             stdout=obs.stdout, stderr=obs.stderr, stdout_truncated=obs.stdout_truncated,
@@ -251,7 +270,8 @@ class Sandbox(ABC):
                    limits: Limits | None = None,
                    files: Mapping[str, bytes | Path] | None = None,
                    collect_into: Path | None = None,
-                   collect_names: Sequence[str] | None = None) -> SandboxResult:
+                   collect_names: Sequence[str] | None = None,
+                   follow: Mapping[str, Follow] | None = None) -> SandboxResult:
         """Run a Python file, staged read-only at ``/code/<name>``, with the platform's
         Python environment (mounted read-only). Other arguments are those of :meth:`run`."""
         file = Path(file)
@@ -261,7 +281,7 @@ class Sandbox(ABC):
         staged[file.name] = file
         return self.run([self.python, f"{CODE}/{file.name}", *args], input_dir=input_dir,
                         env=env, limits=limits, files=staged, collect_into=collect_into,
-                        collect_names=collect_names)
+                        collect_names=collect_names, follow=follow)
 
     def reap_stale(self, min_age_s: float = 60.0) -> list[str]:
         """Clean up after runs whose platform process died (SIGKILL, power loss): their

@@ -23,10 +23,18 @@ Contract for the script
   script's own files of those names are replaced).
 * **Metrics**: JSON lines appended to ``/work/metrics.jsonl``, one object per line:
   ``{"step": 10, "name": "loss", "value": 0.42}`` (``step`` an int >= 0, defaulting to the line
-  number; ``value`` a finite number). They are read **after the run** and reported to the job
-  in order (the sandbox API collects files only once a run ended; they are not streamed
-  live). Bad lines are skipped and counted in a job event. The job's result ``metrics`` is
-  the last value of each name.
+  number; ``value`` a finite number). They are **streamed while the script runs**: the host
+  follows the file in the sandbox's work folder (a host tmpfs mounted at /work, so no new
+  mount or writable path; see :mod:`clowder_ml.sandbox.follow`), every
+  :data:`METRICS_POLL_S`, and reports each point as soon as its line ends with a newline
+  (on the job within ~1-2 s, the runner's reporter batching once a second); a last line
+  without a newline is read when the script ends. Each line is reported once, in order,
+  also when the script fails. Write and flush whole lines (``print(..., flush=True)`` or
+  ``open(..., "a")`` per line). Rewriting the file from the start is tolerated (lines
+  already reported are not reported again). Caps: :data:`MAX_METRIC_LINES` lines,
+  :data:`MAX_METRIC_LINE_BYTES` per line, :data:`MAX_METRIC_BYTES` read in all (the file
+  itself counts against ``disk``). Bad lines are skipped and counted in a job event. The
+  job's result ``metrics`` is the last value of each name.
 * The script's stdout and stderr (each capped at :data:`OUTPUT_BYTES`) go to the job log once
   it ends.
 * Failures: any verdict other than ``ok`` fails the job with one line: the limit reached
@@ -36,9 +44,9 @@ Before anything runs, the script passes the pre-run scan
 (:mod:`clowder_ml.sandbox.scan`): findings at or above ``settings.scan_block_at`` refuse the
 job, naming the finding. Only the script is scanned; the sandbox is the boundary either way.
 
-Not done: streaming metrics while the script runs, mounting a registered model for
-``predict`` mode (the script can read model files uploaded to the dataset), and importing
-helper modules next to the script (the script is one file; it can read any file in /data).
+Not done: mounting a registered model for ``predict`` mode (the script can read model files
+uploaded to the dataset), and importing helper modules next to the script (the script is one
+file; it can read any file in /data).
 """
 
 from __future__ import annotations
@@ -80,6 +88,13 @@ PLATFORM_FILES = ("manifest.json", "metrics.json")
 OUTPUT_BYTES = 8 << 20
 #: The most metric lines read from metrics.jsonl.
 MAX_METRIC_LINES = 100_000
+#: The longest metric line parsed (longer ones are skipped).
+MAX_METRIC_LINE_BYTES = 64 << 10
+#: The most bytes of metrics.jsonl read from the sandbox, in all.
+MAX_METRIC_BYTES = 32 << 20
+#: How often the host checks metrics.jsonl for new lines while the script runs (the
+#: runner's reporter then sends them within its interval, ~1 s).
+METRICS_POLL_S = 0.25
 _BOOTSTRAP_NAME = "_clowder_bootstrap.py"
 _ARGS_NAME = "_clowder_args.json"
 
@@ -194,6 +209,7 @@ def run(ctx: TaskContext, settings: Settings | None = None) -> dict[str, Any]:
     from clowder_ml.ml import manifest
     from clowder_ml.ml.usercode import code_digest
     from clowder_ml.sandbox import Limits, get_sandbox, parse_size
+    from clowder_ml.sandbox.follow import Follow
     from clowder_ml.sandbox.scan import ScanBlocked, ScanOptions, scan
 
     p = ctx.params
@@ -225,6 +241,14 @@ def run(ctx: TaskContext, settings: Settings | None = None) -> dict[str, Any]:
     ctx.report.event(f"running {p.script} in the sandbox ({p.mode}; limits: "
                      f"{p.timeout_s:g}s, memory {p.memory}, disk {p.disk})")
     collected = Path(tempfile.mkdtemp(prefix="custom-script-", dir=ctx.work_dir))
+    # Metrics are parsed as the script writes them and each point is reported once, as soon
+    # as its line is complete (the job's metrics table keeps every report: no dedupe there).
+    parser = MetricLines()
+
+    def on_metrics(offset: int, chunk: bytes) -> None:
+        for step, metric, value in parser.feed(offset, chunk):
+            ctx.report.metric(step, metric, value)
+
     try:
         with tempfile.TemporaryDirectory(prefix="bootstrap-", dir=ctx.work_dir) as tmp:
             boot = Path(tmp) / _BOOTSTRAP_NAME
@@ -232,7 +256,15 @@ def run(ctx: TaskContext, settings: Settings | None = None) -> dict[str, Any]:
             res = get_sandbox(settings).run_python(
                 boot, input_dir=data.path, env=env, limits=limits,
                 files={name: script, _ARGS_NAME: json.dumps(p.args).encode()},
-                collect_into=collected, collect_names=[OUTPUT_DIR, METRICS_FILE])
+                collect_into=collected, collect_names=[OUTPUT_DIR],
+                follow={METRICS_FILE: Follow(on_metrics, max_bytes=MAX_METRIC_BYTES,
+                                             interval_s=METRICS_POLL_S)})
+        for step, metric, value in parser.finish():
+            ctx.report.metric(step, metric, value)
+        points, skipped = parser.points, parser.skipped
+        if skipped:
+            ctx.report.event(f"{METRICS_FILE}: {len(skipped)} bad line(s) skipped "
+                             f"(first: {skipped[0]})")
         _to_log(res)
         if not res.ok:
             raise TrainingFailed(failure_reason(name, res))
@@ -240,12 +272,6 @@ def run(ctx: TaskContext, settings: Settings | None = None) -> dict[str, Any]:
                          f"(peak memory {res.usage.peak_memory_bytes >> 20} MiB)")
         for path, why in sorted(res.refused.items()):
             ctx.report.event(f"output {path} not collected: {why}")
-        points, skipped = read_metrics(collected / METRICS_FILE)
-        for step, metric, value in points:
-            ctx.report.metric(step, metric, value)
-        if skipped:
-            ctx.report.event(f"{METRICS_FILE}: {len(skipped)} bad line(s) skipped "
-                             f"(first: {skipped[0]})")
         last = {metric: value for _, metric, value in points}
         out = collected / OUTPUT_DIR
         check_outputs(out, p.mode, name)
@@ -321,39 +347,143 @@ def failure_reason(name: str, res: SandboxResult) -> str:
         f": {lines[-1].strip()[:300]}" if lines else "")
 
 
-def read_metrics(path: Path) -> tuple[list[tuple[int, str, float]], list[str]]:
-    """Points ``(step, name, value)`` from a metrics.jsonl in order, and why lines were
-    skipped (``"line N: reason"``). A missing file has no points."""
-    points: list[tuple[int, str, float]] = []
-    skipped: list[str] = []
-    if not path.is_file():
-        return points, skipped
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for number, raw in enumerate(f, start=1):
-            if number > MAX_METRIC_LINES:
-                skipped.append(f"line {number}: over {MAX_METRIC_LINES} lines, rest ignored")
+Point = tuple[int, str, float]
+
+
+class MetricLines:
+    """Incremental parser of a metrics.jsonl (module docstring: the line format), fed the
+    file's bytes as they are written; the live follower and :func:`read_metrics` share it.
+
+    :meth:`feed` takes bytes read at a file offset and returns the points of the lines it
+    completed, in order; a partial last line waits for the rest. :meth:`finish` (the file is
+    complete) parses a last line without its newline. :attr:`points` holds every point so
+    far and :attr:`skipped` why lines were skipped (``"line N: reason"``). Each line is
+    parsed once, so each point is returned once: if the file is read again from offset 0
+    (it was truncated or replaced), the lines already parsed are not parsed again (a script
+    rewriting the whole file each time is thus reported once per line). Caps: the first
+    ``max_lines`` lines are read; a line longer than ``max_line_bytes`` is skipped; after
+    ``max_bytes`` in all the rest is ignored (a note in :attr:`skipped` says so).
+    """
+
+    def __init__(self, *, max_lines: int = MAX_METRIC_LINES,
+                 max_line_bytes: int = MAX_METRIC_LINE_BYTES,
+                 max_bytes: int = MAX_METRIC_BYTES) -> None:
+        self.max_lines, self.max_line_bytes, self.max_bytes = max_lines, max_line_bytes, max_bytes
+        self.points: list[Point] = []
+        self.skipped: list[str] = []
+        self._pending = bytearray()  # the current line so far (at most max_line_bytes + 1)
+        self._pending_cut = False  # the current line went over max_line_bytes
+        self._next = 0  # the file offset expected next
+        self._fed = 0  # bytes fed in all (re-reads included)
+        self._line = 0  # number of the last complete line of the file as read now
+        self._parsed = 0  # lines parsed already (kept across a re-read from offset 0)
+        self._done = False  # a cap was reached: nothing more is parsed
+
+    def feed(self, offset: int, data: bytes) -> list[Point]:
+        """Parse ``data``, read at byte ``offset`` of the file; the new points."""
+        if self._done:
+            return []
+        if offset != self._next:
+            if offset != 0:
+                raise ValueError(f"metrics bytes out of order: at {offset}, not {self._next}")
+            self._pending.clear()  # the file starts again (truncated or replaced)
+            self._pending_cut = False
+            self._line = 0
+        room = self.max_bytes - self._fed
+        if len(data) > room:
+            data = data[:max(room, 0)]
+        self._next = offset + len(data)
+        self._fed += len(data)
+        start = len(self.points)
+        pos = 0
+        while pos < len(data) and not self._done:
+            end = data.find(b"\n", pos)
+            piece = data[pos:] if end < 0 else data[pos:end]
+            self._add(piece)
+            if end < 0:
                 break
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except ValueError:
-                skipped.append(f"line {number}: not JSON")
-                continue
-            if not isinstance(obj, dict):
-                skipped.append(f"line {number}: not an object")
-                continue
-            metric, value, step = obj.get("name"), obj.get("value"), obj.get("step", number)
-            if not isinstance(metric, str) or not 0 < len(metric) <= 128:
-                skipped.append(f"line {number}: 'name' must be a short string")
-            elif (isinstance(value, bool) or not isinstance(value, int | float)
-                  or not math.isfinite(value)):
-                skipped.append(f"line {number}: 'value' must be a finite number")
-            elif isinstance(step, bool) or not isinstance(step, int) or step < 0:
-                skipped.append(f"line {number}: 'step' must be an int >= 0")
-            else:
-                points.append((step, metric, float(value)))
-    return points, skipped
+            self._end_line()
+            pos = end + 1
+        if self._fed >= self.max_bytes and not self._done:
+            self.skipped.append(f"line {self._line + 1}: over {self.max_bytes >> 20} MiB "
+                                "read, rest ignored")
+            self._done = True
+        return self.points[start:]
+
+    def finish(self) -> list[Point]:
+        """The file is complete: parse a last line left without its newline."""
+        start = len(self.points)
+        if not self._done and (self._pending or self._pending_cut):
+            self._end_line()
+        self._done = True
+        return self.points[start:]
+
+    def _add(self, piece: bytes) -> None:
+        room = self.max_line_bytes + 1 - len(self._pending)
+        if len(piece) > room:
+            self._pending_cut = True
+            piece = piece[:max(room, 0)]
+        self._pending += piece
+
+    def _end_line(self) -> None:
+        raw, cut = bytes(self._pending), self._pending_cut
+        self._pending.clear()
+        self._pending_cut = False
+        self._line += 1
+        number = self._line
+        if number <= self._parsed:
+            return  # parsed before the file was read again from its start
+        self._parsed = number
+        if number > self.max_lines:
+            self.skipped.append(f"line {number}: over {self.max_lines} lines, rest ignored")
+            self._done = True
+            return
+        if cut or len(raw) > self.max_line_bytes:
+            self.skipped.append(f"line {number}: longer than {self.max_line_bytes} bytes")
+            return
+        point = parse_metric_line(raw.decode("utf-8", "replace"), number)
+        if isinstance(point, str):
+            if point:
+                self.skipped.append(f"line {number}: {point}")
+        else:
+            self.points.append(point)
+
+
+def parse_metric_line(raw: str, number: int) -> Point | str:
+    """One metrics.jsonl line (number ``number``, from 1) as a point, or why it is skipped
+    (``""`` for a blank line, which is ignored)."""
+    if not raw.strip():
+        return ""
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return "not JSON"
+    if not isinstance(obj, dict):
+        return "not an object"
+    metric, value, step = obj.get("name"), obj.get("value"), obj.get("step", number)
+    if not isinstance(metric, str) or not 0 < len(metric) <= 128:
+        return "'name' must be a short string"
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "'value' must be a finite number"
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return "'step' must be an int >= 0"
+    return step, metric, float(value)
+
+
+def read_metrics(path: Path) -> tuple[list[Point], list[str]]:
+    """Points ``(step, name, value)`` from a complete metrics.jsonl in order, and why lines
+    were skipped (``"line N: reason"``), by :class:`MetricLines`. A missing file has no
+    points."""
+    parser = MetricLines()
+    if not path.is_file():
+        return parser.points, parser.skipped
+    with open(path, "rb") as f:
+        offset = 0
+        while chunk := f.read(1 << 20):
+            parser.feed(offset, chunk)
+            offset += len(chunk)
+    parser.finish()
+    return parser.points, parser.skipped
 
 
 def check_outputs(out: Path, mode: str, name: str) -> None:
