@@ -1,11 +1,16 @@
 """Image classification end to end on the real Ray head: train small-cnn on generated class
-folders, register the model, predict into the dataset with accuracy; a bad image fails the
-job before training, naming the file."""
+folders, register the model, predict into the dataset with accuracy; a killed training
+worker resumes from its checkpoint to the same weights; a bad image fails the job before
+training, naming the file."""
 
 from __future__ import annotations
 
 import io
+import os
+import signal
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,6 +89,60 @@ def test_small_cnn_finetune_then_predict(images: tuple[ServerProcess, JobsApi]) 
     assert len(rows) == 25 and rows[1].startswith("blue/0.png,blue/0.png,")
     meta = api.http.get(f"/api/v1/datasets/pictures/file-metadata/{where['path']}").json()
     assert meta["metadata"]["accuracy"] == res["accuracy"]
+
+
+# Long enough to kill mid-way (64x64 images: ~20 ms a step on one thread, so ~3 s of
+# training), short enough for a test; a checkpoint every 10 steps.
+RESUME_PARAMS = {"model_name": "resumed", "image_size": 64, "epochs": 100, "max_steps": 150,
+                 "checkpoint_every_steps": 10}
+
+
+def _worker_pid(job_id: str) -> int | None:
+    """The job's image training worker process (``python -m clowder_ml.ml.image_worker``)."""
+    needle = f"CLOWDER_ML_JOB_ID={job_id}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+            if b"clowder_ml.ml.image_worker" in cmd and \
+                    needle in (entry / "environ").read_bytes().split(b"\0"):
+                return int(entry.name)
+        except OSError:
+            continue
+    return None
+
+
+def test_a_killed_image_worker_resumes_to_the_same_weights(
+        images: tuple[ServerProcess, JobsApi]) -> None:
+    srv, api = images
+    first = api.wait(finetune(api, "pictures", **RESUME_PARAMS)["id"], timeout=200)
+    assert first["state"] == "succeeded", first
+    assert first["result"]["metrics"]["global_step"] == 150
+    assert first["result"]["resumed_from_step"] is None
+    # Kill the training worker right after its first checkpoint: it restarts from there.
+    job = finetune(api, "pictures", **RESUME_PARAMS)
+    checkpoints = srv.data_dir / "shared" / "jobs" / job["id"] / "checkpoints"
+    deadline = time.monotonic() + 150
+    while not (checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))):
+        assert time.monotonic() < deadline, api.job(job["id"])
+        time.sleep(0.01)
+    pid = _worker_pid(job["id"])
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    done = api.wait(job["id"], timeout=200)
+    assert done["state"] == "succeeded", done
+    resumed = done["result"]["resumed_from_step"]
+    print(f"worker killed; resumed from step {resumed} of 150")
+    assert resumed is not None and 10 <= resumed < 150, resumed  # mid-way, not at the end
+    assert any("training worker died (signal 9); resuming from the last checkpoint"
+               in e["message"] for e in api.events(job["id"]))
+    assert done["result"]["digest"] == first["result"]["digest"]
+    assert done["result"]["metrics"]["global_step"] == 150
+    same = {k: v for k, v in done["result"]["metrics"].items() if k != "train_samples_per_s"}
+    assert same == {k: v for k, v in first["result"]["metrics"].items()
+                    if k != "train_samples_per_s"}
+    assert [j["result"]["model"]["version"] for j in (first, done)] == [1, 2]
 
 
 def test_bad_image_fails_before_training_naming_the_file(
