@@ -241,6 +241,10 @@ def jobs_submit(
     = None,
     cpus: Annotated[float | None, typer.Option(help="CPUs to reserve")] = None,
     gpus: Annotated[float | None, typer.Option(help="GPUs to reserve")] = None,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Workers of tasks that have them (sets the task's workers param). "
+                    "Fine-tunes train data parallel on that many Ray Train workers, each "
+                    "reserving --cpus/--gpus")] = None,
     memory: Annotated[str | None, typer.Option(help="Memory to reserve, e.g. 2G")] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds before the "
                                                                     "job is stopped")] = None,
@@ -261,6 +265,13 @@ def jobs_submit(
     datasets: list[str | tuple[str, int]] = (
         list(zip(names, versions, strict=True)) if versions else list(names))
     params = parse_params(param or [])
+    if workers is not None:
+        # The param route: the server sets the job's resources.workers from a fine-tune's
+        # workers param (one source of truth), and the client sends params as given.
+        if params.get("workers", workers) != workers:
+            raise typer.BadParameter("--workers and --param workers=... disagree",
+                                     param_hint="--workers")
+        params["workers"] = workers
     mem: int | str | None = int(memory) if memory and memory.isdigit() else memory
     client = _client_factory()
     job = _run(lambda: client.submit_job(task, datasets=datasets, params=params, cpus=cpus,

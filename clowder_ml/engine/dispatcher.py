@@ -387,9 +387,11 @@ class Dispatcher:
         python = self.settings.job_python or (sys.executable if self.cluster is not None
                                               and self.cluster.embedded else "python")
         try:
+            # Data-parallel jobs: the Ray Train workers reserve the CPUs/GPUs, not the
+            # entrypoint (see Resources), or they could never all be placed.
             backend.submit(sid, [python, "-m", RUNNER_MODULE], env=env,
-                           num_cpus=spec.resources.cpus,
-                           num_gpus=spec.resources.gpus or None,
+                           num_cpus=spec.resources.entrypoint_cpus(),
+                           num_gpus=spec.resources.entrypoint_gpus() or None,
                            memory_bytes=spec.resources.memory_bytes)
             message = f"submitted to Ray as {sid}"
         except AlreadyExists:

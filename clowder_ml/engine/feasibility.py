@@ -9,7 +9,7 @@ there the operator's configured maxima are passed instead.
 from __future__ import annotations
 
 from clowder_ml.engine.ray_backend import ClusterResources
-from clowder_ml.engine.spec import JobSpec
+from clowder_ml.engine.spec import JobSpec, Resources
 from clowder_ml.errors import ResourcesUnsatisfiable
 from clowder_ml.sandbox.limits import format_size
 
@@ -19,14 +19,23 @@ def _n(value: float, unit: str) -> str:
     return f"{count} {unit}" if value == 1 else f"{count} {unit}s"
 
 
+def _per_worker(r: Resources, value: float) -> str:
+    return f" ({r.workers} workers x {value:g})" if r.workers > 1 else ""
+
+
 def shortfalls(spec: JobSpec, cluster: ClusterResources) -> list[str]:
-    """What the request needs beyond the cluster's capacity, one phrase per resource."""
+    """What the request needs beyond the cluster's capacity, one phrase per resource.
+
+    CPUs and GPUs are the job's totals: ``workers`` x ``cpus`` (and x ``gpus``), as
+    :class:`~clowder_ml.engine.spec.Resources` reserves them."""
     r = spec.resources
     out: list[str] = []
-    if r.cpus > cluster.cpus:
-        out.append(f"needs {_n(r.cpus, 'CPU')}; cluster has {cluster.cpus:g}")
-    if r.gpus > cluster.gpus:
-        out.append(f"needs {_n(r.gpus, 'GPU')}; cluster has {cluster.gpus:g}")
+    if r.total_cpus() > cluster.cpus:
+        out.append(f"needs {_n(r.total_cpus(), 'CPU')}{_per_worker(r, r.cpus)}; "
+                   f"cluster has {cluster.cpus:g}")
+    if r.total_gpus() > cluster.gpus:
+        out.append(f"needs {_n(r.total_gpus(), 'GPU')}{_per_worker(r, r.gpus)}; "
+                   f"cluster has {cluster.gpus:g}")
     if r.memory_bytes is not None and r.memory_bytes > cluster.memory_bytes:
         out.append(f"needs {format_size(r.memory_bytes)} of memory; cluster has "
                    f"{format_size(cluster.memory_bytes)}")

@@ -2,7 +2,8 @@
 
 A :class:`JobSpec` names a task and its params, the inputs it reads (dataset versions, model
 versions, config or code files), the resources it needs on the cluster, a timeout and a retry
-policy. The engine hands ``resources`` to Ray as the entrypoint's reservation.
+policy. The engine hands ``resources`` to Ray as the entrypoint's reservation, except for
+data-parallel jobs (``resources.workers > 1``), see :class:`Resources`.
 """
 
 from __future__ import annotations
@@ -42,11 +43,42 @@ class InputRef(_Strict):
 
 
 class Resources(_Strict):
+    """What a job reserves on the Ray cluster.
+
+    The rule for ``workers`` (one source of truth: a task's own ``workers`` param, if it has
+    one, is made equal to it at submission):
+
+    * ``workers == 1``: the job's entrypoint (the runner, and a local training worker it
+      starts) reserves ``cpus``, ``gpus`` and ``memory_bytes``.
+    * ``workers == W > 1`` (Ray Train, data parallel): the entrypoint reserves no CPUs and
+      no GPUs (only ``memory_bytes``), and each of the W Ray Train workers reserves ``cpus``
+      and ``gpus``: W x cpus in all. Were the entrypoint to hold CPUs too, a cluster with
+      exactly W x cpus CPUs would wait forever for the last worker.
+    """
+
     cpus: float = Field(default=1.0, gt=0, le=MAX_CPUS)
     gpus: float = Field(default=0.0, ge=0, le=MAX_GPUS)
     memory_bytes: int | None = Field(default=None, ge=1 << 20,
                                      description="Bytes, or a size like '4G'")
-    workers: int = Field(default=1, ge=1, le=256, description="Ray Train workers")
+    workers: int = Field(default=1, ge=1, le=256,
+                         description="Training workers; with more than one (Ray Train, data "
+                                     "parallel) cpus and gpus are per worker")
+
+    def entrypoint_cpus(self) -> float:
+        """CPUs the entrypoint reserves: ``cpus``, or 0 when workers reserve them."""
+        return self.cpus if self.workers == 1 else 0.0
+
+    def entrypoint_gpus(self) -> float:
+        """GPUs the entrypoint reserves: ``gpus``, or 0 when workers reserve them."""
+        return self.gpus if self.workers == 1 else 0.0
+
+    def total_cpus(self) -> float:
+        """CPUs the job needs on the cluster in all: ``workers`` x ``cpus``."""
+        return self.cpus * self.workers
+
+    def total_gpus(self) -> float:
+        """GPUs the job needs on the cluster in all: ``workers`` x ``gpus``."""
+        return self.gpus * self.workers
 
     @field_validator("memory_bytes", mode="before")
     @classmethod
@@ -89,10 +121,11 @@ class JobSpec(_Strict):
         return value
 
     def entrypoint_resources(self) -> dict[str, Any]:
-        """The reservation for Ray's ``submit_job`` (``entrypoint_num_cpus`` and friends)."""
-        out: dict[str, Any] = {"entrypoint_num_cpus": self.resources.cpus}
-        if self.resources.gpus:
-            out["entrypoint_num_gpus"] = self.resources.gpus
+        """The reservation for Ray's ``submit_job`` (``entrypoint_num_cpus`` and friends);
+        see :class:`Resources` for what a data-parallel job's entrypoint leaves out."""
+        out: dict[str, Any] = {"entrypoint_num_cpus": self.resources.entrypoint_cpus()}
+        if self.resources.entrypoint_gpus():
+            out["entrypoint_num_gpus"] = self.resources.entrypoint_gpus()
         if self.resources.memory_bytes:
             out["entrypoint_memory"] = self.resources.memory_bytes
         return out

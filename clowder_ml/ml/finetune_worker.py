@@ -15,6 +15,7 @@ exits 1, which the launcher does not retry.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clowder_ml.errors import ClowderMLError
+from clowder_ml.errors import ClowderMLError, TrainingFailed
 
 ERROR_FILE = "error.json"
 RESULT_FILE = "train_result.json"
@@ -76,9 +77,15 @@ def write_summary(out: Path, result: Any, final: dict[str, Any], facts: dict[str
     return summary
 
 
-def train_worker(config: dict[str, Any]) -> dict[str, Any]:
+def train_worker(config: dict[str, Any], rank: int = 0, device: str | None = None
+                 ) -> dict[str, Any]:
     """Train per ``config`` (written by ``tasks.text_finetune``); returns the result it also
-    writes to ``<output_dir>/train_result.json``."""
+    writes to ``<output_dir>/train_result.json``.
+
+    Data parallel (``torch.distributed`` initialised, see ``train_loop.train``): every rank
+    calls this; only rank 0 reports metrics, evaluates, saves the model folder and writes
+    the result (the other ranks return ``{}``). ``device`` overrides the device picked from
+    ``use_gpu`` (Ray Train assigns each GPU worker its own)."""
     import torch
 
     from clowder_ml.ml import determinism, models
@@ -89,19 +96,22 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any]:
     labels: list[str] = list(config["labels"])
     # Built after seeding: the new classification head's initial weights are reproducible.
     model, tokenizer = models.load_for_finetune(Path(config["base_dir"]), labels)
-    device = torch.device("cuda" if config.get("use_gpu") and torch.cuda.is_available()
+    target = torch.device(device if device is not None else
+                          "cuda" if config.get("use_gpu") and torch.cuda.is_available()
                           else "cpu")
-    model.to(device)
+    model.to(target)
     params = TrainParams(**config["train_params"],
                          pad_id=int(tokenizer.pad_token_id or 0))
     train_data = TokenizedTable(Path(config["train_arrow"]))
     eval_data = TokenizedTable(Path(config["eval_arrow"])) if config.get("eval_arrow") else None
-    reporter = job_reporter()
+    reporter = job_reporter() if rank == 0 else None
     on_metrics = metrics_callback(reporter, int(config.get("total_steps") or 0))
 
     try:
         result = train(model, train_data, eval_data, params,
                        checkpoint_dir=Path(config["checkpoint_dir"]), on_metrics=on_metrics)
+        if rank != 0:
+            return {}
         final: dict[str, Any] = {}
         if eval_data is not None and len(eval_data):
             final = evaluate(model, eval_data, params.eval_batch_size or params.batch_size,
@@ -134,12 +144,32 @@ def train_or_record_failure(config: dict[str, Any],
 
 
 def train_worker_ray(config: dict[str, Any]) -> None:
-    """Ray Train's ``train_loop_per_worker``: one worker (rank 0) trains and saves. A lost
-    worker raises nothing here (its process is gone): Ray Train restarts it to resume."""
+    """Ray Train's ``train_loop_per_worker``: every worker trains its share of each batch
+    (``torch.distributed`` is set up by ``TorchTrainer``); rank 0 reports, saves the model
+    folder and writes ``train_result.json``.
+
+    A lost worker raises nothing here (its process is gone) and the other ranks' next
+    collective raises ``train_loop.CollectiveFailed``, which is not recorded as a failure of
+    the training: Ray Train stops the group and restarts it (``FailureConfig.max_failures``),
+    and every rank resumes from the newest checkpoint. A failure of the training itself
+    (recorded in ``error.json``) on one of several ranks is raised, so that Ray Train stops
+    the other ranks, which would otherwise wait for it in the next collective; the restarted
+    group finds ``error.json`` and ends at once instead of failing the same way again.
+    """
     import ray.train
 
-    if ray.train.get_context().get_world_rank() == 0:
-        train_or_record_failure(config)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    if (Path(config["output_dir"]) / ERROR_FILE).is_file():
+        return  # an earlier attempt failed for a reason a retry won't fix
+    device: str | None = None
+    if config.get("use_gpu"):
+        import ray.train.torch
+
+        device = str(ray.train.torch.get_device())
+    if not train_or_record_failure(config, functools.partial(train_worker, rank=rank,
+                                                             device=device)) and world > 1:
+        raise TrainingFailed(f"training worker {rank} of {world} failed; see {ERROR_FILE}")
 
 
 def warm_up(base_dir: str) -> None:

@@ -8,8 +8,15 @@ how training is placed on the cluster.
   the default for one CPU worker.
 - ``ray-train``: Ray Train's ``TorchTrainer`` with ``ScalingConfig`` and ``FailureConfig``
   (worker actors placed by Ray, restarted by Ray Train on failure, same checkpoint resume).
-  Used for GPU workers and when asked for; it costs Ray Train's start-up time (about 10-20 s
-  on a 2-core machine).
+  Used for more than one worker (data parallel: every worker trains a share of each batch,
+  see ``train_loop.train``), for GPU workers, and when asked for; it costs Ray Train's
+  start-up time (about 10-20 s on a 2-core machine).
+
+Resources: with one worker the job's entrypoint (the runner) holds the job's CPUs/GPUs and
+a ``ray-train`` worker reserves ``cpus_per_worker`` more. With W > 1 workers the entrypoint
+holds nothing (``JobSpec.entrypoint_resources``) and each of the W Ray Train workers
+reserves the job's ``resources.cpus`` and ``resources.gpus``, so a cluster with exactly
+W x cpus CPUs runs the job instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from clowder_ml.errors import TrainingFailed
+from clowder_ml.errors import TrainingFailed, ValidationFailed
 from clowder_ml.ml.finetune_worker import ERROR_FILE, PREWARM_FLAG, RESULT_FILE
 
 Launcher = Literal["auto", "local", "ray-train"]
@@ -52,9 +59,22 @@ def loop_params(p: Any, total: int) -> dict[str, Any]:
 
 
 def choose(launcher: Launcher, workers: int, use_gpu: bool) -> Literal["local", "ray-train"]:
+    """The launcher for ``workers`` training workers: ``auto`` is ``local`` for one worker
+    (it trains on the CPUs or GPU the job's runner reserved) and ``ray-train`` for more.
+    Refused (``ValidationFailed``): ``local`` with several workers (one process), and
+    ``ray-train`` with one GPU worker (the runner already holds the job's GPU, so a Ray Train
+    worker asking for another could wait for ever on a one-GPU node)."""
+    if launcher == "local" and workers > 1:
+        raise ValidationFailed(f"The local launcher trains in one process; {workers} workers "
+                               "need the ray-train launcher.",
+                               "Use launcher=ray-train (or auto), or workers=1.")
+    if launcher == "ray-train" and workers == 1 and use_gpu:
+        raise ValidationFailed("One GPU worker trains with the local launcher: the job's "
+                               "runner holds its GPU.",
+                               "Use launcher=auto, or workers=2 or more for Ray Train.")
     if launcher != "auto":
         return launcher
-    return "local" if workers == 1 and not use_gpu else "ray-train"
+    return "local" if workers == 1 else "ray-train"
 
 
 def _outcome(output_dir: Path) -> dict[str, Any]:
@@ -160,8 +180,13 @@ def run_local(config: dict[str, Any], config_path: Path, max_failures: int,
 
 def run_ray_train(config: dict[str, Any], *, workers: int, use_gpu: bool,
                   cpus_per_worker: float, storage: Path, name: str,
-                  max_failures: int) -> dict[str, Any]:
-    """Run the worker under Ray Train (``TorchTrainer``) on the job's Ray cluster."""
+                  max_failures: int, gpus_per_worker: float = 1.0) -> dict[str, Any]:
+    """Run the worker under Ray Train (``TorchTrainer``) on the job's Ray cluster: ``workers``
+    actors, each reserving ``cpus_per_worker`` CPUs and, with ``use_gpu``,
+    ``gpus_per_worker`` GPUs; all of them train (data parallel, gloo on CPUs, NCCL on GPUs)
+    and rank 0 writes the result. Ray Train restarts the whole group after a lost worker, up
+    to ``max_failures`` times, and the ranks resume from the newest checkpoint, which is why
+    ``config["checkpoint_dir"]`` must be on storage every node sees."""
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -170,10 +195,13 @@ def run_ray_train(config: dict[str, Any], *, workers: int, use_gpu: bool,
 
     if not ray.is_initialized():
         ray.init(log_to_driver=True)
+    per_worker: dict[str, float] = {"CPU": cpus_per_worker}
+    if use_gpu:
+        per_worker["GPU"] = gpus_per_worker
     trainer = TorchTrainer(
         train_worker_ray, train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cpus_per_worker}),
+                                     resources_per_worker=per_worker),
         run_config=RunConfig(name=name, storage_path=str(storage),
                              failure_config=FailureConfig(max_failures=max_failures)))
     result = trainer.fit()

@@ -18,6 +18,13 @@ Contract:
 
 Only ``on_metrics`` deliveries are at-least-once: a metrics record emitted after the latest
 checkpoint is emitted again after a resume (consumers dedupe by step).
+
+Data parallel: when ``torch.distributed`` is initialised with a world size W > 1 (Ray
+Train's ``TorchTrainer`` does this: gloo on CPUs, NCCL on GPUs), every rank runs
+:func:`train` with the same arguments and each optimizer step's micro-batches are split
+across the ranks (see :func:`train`). The contract above then holds for a fixed W (the float
+sums of the gradient all-reduce depend on W, so weights differ from a one-process run within
+rounding). With W == 1, or without a process group, nothing changes.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -343,9 +350,13 @@ def _snapshot(
     params: TrainParams,
     n_train: int,
     schedule: tuple[int, int],
+    rank_rng: list[dict[str, Any]] | None = None,
 ) -> tuple[int, dict[str, torch.Tensor], dict[str, Any], dict[str, str]]:
     """Everything a checkpoint holds, copied now (between two steps) so that writing it can
-    overlap the next steps: ``(global_step, weights, state, weights metadata)``."""
+    overlap the next steps: ``(global_step, weights, state, weights metadata)``.
+
+    ``rank_rng`` (data parallel only): every rank's RNG states, by rank; each rank restores
+    its own on resume, and the checkpoint records the world size it was written by."""
     weights = model.state_dict()
     metadata: dict[str, str] = {}
     # As safetensors.torch.save_model: tied (storage-sharing) tensors are written once.
@@ -366,6 +377,9 @@ def _snapshot(
         "rng": determinism.rng_state(),
         "progress": dataclasses.asdict(progress),
     }
+    if rank_rng is not None:
+        state["world_size"] = len(rank_rng)
+        state["rank_rng"] = rank_rng
     copies = {k: v.detach().contiguous().clone() for k, v in weights.items()}
     return progress.global_step, copies, state, metadata
 
@@ -412,9 +426,9 @@ class _CheckpointWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def save(self, *snapshot_args: Any) -> None:
+    def save(self, *snapshot_args: Any, **snapshot_kwargs: Any) -> None:
         self.wait()  # at most one snapshot in memory and one write in flight
-        snap = _snapshot(*snapshot_args)
+        snap = _snapshot(*snapshot_args, **snapshot_kwargs)
 
         def write() -> None:
             try:
@@ -450,8 +464,11 @@ def _load_checkpoint(
     optimizer: torch.optim.Optimizer,
     params: TrainParams,
     n_train: int,
+    rank: int = 0,
+    world: int = 1,
 ) -> _Progress:
-    """Restore weights, optimizer and RNG states; return the progress to continue from."""
+    """Restore weights, optimizer and RNG states (``rank``'s own, for a checkpoint written
+    by ``world`` data-parallel ranks); return the progress to continue from."""
     state: dict[str, Any] = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     if state.get("format") != STATE_FORMAT:
         raise ValueError(f"{path}: unsupported checkpoint format {state.get('format')!r}")
@@ -462,10 +479,16 @@ def _load_checkpoint(
         raise ValueError(f"{path}: cannot resume with different params: {diff}")
     if state["n_train"] != n_train:
         raise ValueError(f"{path}: checkpoint was for {state['n_train']} examples, not {n_train}")
+    # The world size sets the float summation order of the gradients and every rank's
+    # RNG stream: resuming with another one would silently break "resume == uninterrupted".
+    saved_world = int(state.get("world_size", 1))
+    if saved_world != world:
+        raise ValueError(f"{path}: checkpoint was written by {saved_world} worker(s), not "
+                         f"{world}; resume with the same number of workers")
     missing, unexpected = load_model(model, str(path / WEIGHTS_FILE), strict=True)
     del missing, unexpected  # strict=True raises on either
     optimizer.load_state_dict(state["optimizer"])
-    determinism.set_rng_state(state["rng"])
+    determinism.set_rng_state(state["rank_rng"][rank] if world > 1 else state["rng"])
     return _Progress(**state["progress"])
 
 
@@ -544,6 +567,132 @@ def _device(model: torch.nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
+# --------------------------------------------------------------------------- data parallel
+
+
+class CollectiveFailed(Exception):
+    """A collective of a data-parallel run failed: almost always another rank died (gloo and
+    NCCL then raise a plain ``RuntimeError``, e.g. "Connection reset by peer").
+
+    Deliberately neither a ``RuntimeError`` nor a ``ClowderMLError``: it is not a failure of
+    the training itself, so the worker must not record it as one (``finetune_worker``); it
+    ends the worker so that Ray Train restarts the group, which resumes from the newest
+    checkpoint. It never reaches a user.
+    """
+
+
+@contextlib.contextmanager
+def _collective(what: str) -> Iterator[None]:
+    try:
+        yield
+    except RuntimeError as exc:
+        raise CollectiveFailed(f"{what} failed (another worker lost?): "
+                               f"{str(exc).strip()[:300]}") from exc
+
+
+@dataclass(frozen=True)
+class _Group:
+    """This process's place in a data-parallel run of ``world`` > 1 ranks.
+
+    ``comm`` is where collective tensors live: the model's device for NCCL, the CPU for
+    gloo (and any other backend)."""
+
+    rank: int
+    world: int
+    comm: torch.device
+
+
+def _process_group(device: torch.device) -> _Group | None:
+    """The initialised default process group, or None (no group, or a group of one: the
+    single-process code path, unchanged)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    world = dist.get_world_size()
+    if world <= 1:
+        return None
+    comm = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    return _Group(rank=dist.get_rank(), world=world, comm=comm)
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank`` > 0 (rank 0 uses ``seed``): distinct dropout draws per rank,
+    derived by hashing so that (seed, rank) pairs do not collide with other seeds."""
+    digest = hashlib.sha256(f"clowder-ml/rank-seed/{seed}/{rank}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & (2**31 - 1)
+
+
+def _broadcast_int(g: _Group, value: int) -> int:
+    """Rank 0's ``value`` on every rank."""
+    t = torch.tensor([value], dtype=torch.int64, device=g.comm)
+    with _collective("broadcast"):
+        torch.distributed.broadcast(t, src=0)
+    return int(t.item())
+
+
+def _any_rank(g: _Group, flag: bool) -> bool:
+    """True on every rank if ``flag`` is True on any rank."""
+    t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=g.comm)
+    with _collective("all_reduce"):
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
+
+
+@torch.no_grad()
+def _broadcast_model(g: _Group, model: torch.nn.Module) -> None:
+    """Make every rank's weights rank 0's (a guard: ranks seeded alike already agree)."""
+    for t in model.state_dict().values():  # the same order on every rank
+        buf = t if t.device == g.comm else t.to(g.comm)
+        with _collective("broadcast of the initial weights"):
+            torch.distributed.broadcast(buf, src=0)
+        if buf is not t:
+            t.copy_(buf)
+
+
+@torch.no_grad()
+def _all_reduce_grads(g: _Group, params: list[torch.nn.Parameter], step_loss: float) -> float:
+    """Sum the gradients (and ``step_loss``) of all ranks, in place; return the summed loss.
+
+    One flat buffer per dtype, parameters in ``named_parameters`` order, so the collective is
+    the same on every rank and, for a fixed world size, bit-reproducible. A rank with no
+    gradient for a parameter (an empty shard) contributes zeros; a parameter no rank has a
+    gradient for keeps ``grad=None``, so AdamW skips it exactly as in a single process.
+    """
+    dist = torch.distributed
+    meta = torch.tensor([step_loss] + [0.0 if p.grad is None else 1.0 for p in params],
+                        dtype=torch.float64, device=g.comm)
+    with _collective("gradient all_reduce"):
+        dist.all_reduce(meta)
+    present = [bool(x > 0) for x in meta[1:].tolist()]
+    by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
+    for p, has in zip(params, present, strict=True):
+        if has:
+            by_dtype.setdefault(p.dtype, []).append(p)
+    for group in by_dtype.values():
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                          for p in group]).to(g.comm)
+        with _collective("gradient all_reduce"):
+            dist.all_reduce(flat)
+        offset = 0
+        for p in group:
+            n = p.numel()
+            summed = flat[offset:offset + n].view_as(p).to(p.device)
+            if p.grad is None:
+                p.grad = summed.clone()
+            else:
+                p.grad.copy_(summed)
+            offset += n
+    return float(meta[0].item())
+
+
+def _gather_rng(g: _Group) -> list[dict[str, Any]]:
+    """Every rank's RNG states, by rank (a collective: all ranks call it at the same step)."""
+    states: list[Any] = [None] * g.world
+    with _collective("all_gather of RNG states"):
+        torch.distributed.all_gather_object(states, determinism.rng_state())
+    return [dict(s) for s in states]
+
+
 # --------------------------------------------------------------------------- train
 
 
@@ -578,12 +727,34 @@ def train(
     checkpoint is written (if ``checkpoint_dir``) and the run returns ``interrupted``.
     An exception from a callback propagates; resume from the latest checkpoint.
     ``collate_fn`` (see :data:`Collate`) turns non-text batches into model inputs.
+
+    Data parallel (``torch.distributed`` initialised, world size W > 1; every rank calls
+    this with the same arguments, ``checkpoint_dir`` on storage all ranks see):
+
+    * every rank computes the same epoch order; micro-batch ``idx`` is split as
+      ``idx[rank::W]``, and each rank's loss is its shard's mean loss times
+      ``len(shard) / len(idx)``, divided by the micro-batches in the step, so the all-reduced
+      (summed) gradient is the single-process gradient. Gradients are summed by one explicit
+      all-reduce per step in a fixed order, then every rank clips and steps AdamW alike, so
+      weights stay identical on all ranks;
+    * a fresh run broadcasts rank 0's initial weights; rank r > 0 seeds its RNGs from
+      ``(seed, r)`` (its own dropout draws), and checkpoints hold every rank's RNG states;
+    * only rank 0 writes checkpoints, calls ``on_metrics`` and evaluates (its decision to
+      stop early is broadcast); the other ranks' results carry no eval metrics;
+    * rank 0 picks the newest checkpoint and broadcasts its step, so all ranks resume from
+      the same one; a checkpoint written by another world size is refused (``ValueError``);
+    * ``should_stop`` is polled on every rank after each step and the run stops when any
+      rank says so; samples/s count the global batch.
     """
     t_start = time.perf_counter()
     n_train = len(train_data)
     if n_train == 0:
         raise ValueError("train: empty training data")
     device = _device(model)
+    dp = _process_group(device)  # data-parallel group; None: one process, as before
+    is_rank0 = dp is None or dp.rank == 0
+    if not is_rank0:
+        on_metrics = None  # rank 0 reports for the run
     make_inputs = _collate_with(collate_fn, params.pad_id)
     eval_bs = params.eval_batch_size or params.batch_size
     schedule = _schedule(params, n_train)
@@ -598,15 +769,36 @@ def train(
 
     progress = _Progress()
     resumed_from: int | None = None
-    writer = _CheckpointWriter(checkpoint_dir) if checkpoint_dir is not None else None
+    writer = (_CheckpointWriter(checkpoint_dir)
+              if checkpoint_dir is not None and is_rank0 else None)
     if checkpoint_dir is not None:
-        _clean_tmp(checkpoint_dir)
+        if is_rank0:  # only rank 0 writes, so only it may remove half-written ones
+            _clean_tmp(checkpoint_dir)
         existing = list_checkpoints(checkpoint_dir)
-        if existing:
-            resumed_from, latest = existing[-1]
-            progress = _load_checkpoint(latest, model, optimizer, params, n_train)
+        if dp is None:
+            if existing:
+                resumed_from, latest = existing[-1]
+                progress = _load_checkpoint(latest, model, optimizer, params, n_train)
+        else:
+            # Rank 0's choice for all: a rank that listed the folder a moment earlier or later
+            # must not resume from another step (no checkpoint is written before the first
+            # step, which needs every rank, so the chosen one still exists when loaded).
+            step = _broadcast_int(dp, existing[-1][0] if existing else -1)
+            if step >= 0:
+                chosen = dict(existing).get(step)
+                if chosen is None:
+                    raise RuntimeError(f"rank {dp.rank}: checkpoint {step} chosen by rank 0 "
+                                       f"is not in {checkpoint_dir}; data-parallel ranks "
+                                       "need the checkpoint folder on shared storage")
+                resumed_from = step
+                progress = _load_checkpoint(chosen, model, optimizer, params, n_train,
+                                            dp.rank, dp.world)
     if resumed_from is None:
-        determinism.seed_all(params.seed)
+        if dp is not None:
+            _broadcast_model(dp, model)
+        determinism.seed_all(params.seed if is_rank0 or dp is None
+                             else _rank_seed(params.seed, dp.rank))
+    trainable = [p for p in model.parameters() if p.requires_grad]
 
     samples_this_call = 0
     train_seconds = 0.0
@@ -627,6 +819,16 @@ def train(
         progress.history.append({"step": progress.global_step, "epoch": progress.epoch, **metrics})
         if on_metrics is not None:
             on_metrics(progress.global_step, dict(metrics))
+
+    def save_checkpoint() -> None:
+        """Checkpoint now (a collective under data parallelism: every rank calls it)."""
+        rank_rng = _gather_rng(dp) if dp is not None else None
+        if writer is not None:
+            if rank_rng is None:
+                writer.save(model, optimizer, progress, params, n_train, schedule)
+            else:
+                writer.save(model, optimizer, progress, params, n_train, schedule,
+                            rank_rng=rank_rng)
 
     def limit_reached() -> bool:
         return params.max_steps is not None and progress.global_step >= params.max_steps
@@ -650,13 +852,22 @@ def train(
                 step_loss = 0.0
                 n_samples = 0
                 for idx in group:
-                    inputs = make_inputs(train_data.batch(idx), device, True)
+                    n_samples += len(idx)  # the global batch, on every rank
+                    shard = idx if dp is None else idx[dp.rank::dp.world]
+                    if not shard:  # a short last micro-batch: fewer examples than ranks
+                        continue
+                    inputs = make_inputs(train_data.batch(shard), device, True)
                     with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                                         enabled=params.bf16 and device.type == "cuda"):
-                        loss = model(**inputs).loss / len(group)
+                        if dp is None:
+                            loss = model(**inputs).loss / len(group)
+                        else:
+                            # Shard mean -> this shard's share of the micro-batch mean.
+                            loss = model(**inputs).loss * (len(shard) / len(idx)) / len(group)
                     loss.backward()
                     step_loss += float(loss.detach())
-                    n_samples += len(idx)
+                if dp is not None:
+                    step_loss = _all_reduce_grads(dp, trainable, step_loss)
                 if params.max_grad_norm is not None and params.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
                 optimizer.step()
@@ -682,30 +893,37 @@ def train(
                     if on_metrics is not None:
                         on_metrics(progress.global_step, {**record, "samples_per_s": rate})
                 if (
-                    writer is not None
+                    checkpoint_dir is not None
                     and params.checkpoint_every_steps is not None
                     and progress.global_step % params.checkpoint_every_steps == 0
                 ):
-                    writer.save(model, optimizer, progress, params, n_train, schedule)
+                    save_checkpoint()
                     last_ckpt_step = progress.global_step
-                if should_stop is not None and should_stop():
+                stop = should_stop is not None and should_stop()
+                if dp is not None:  # all ranks stop at the same step, or they deadlock
+                    stop = _any_rank(dp, stop)
+                if stop:
                     interrupted = True
                     break
             train_seconds += time.perf_counter() - t_epoch
             if interrupted:
-                if writer is not None and last_ckpt_step != progress.global_step:
-                    writer.save(model, optimizer, progress, params, n_train, schedule)
+                if checkpoint_dir is not None and last_ckpt_step != progress.global_step:
+                    save_checkpoint()
                 break
             if progress.step_in_epoch < len(groups):
                 break  # max_steps reached inside the epoch
             progress.epochs_completed = progress.epoch + 1
             if eval_data is not None and params.eval_every_epoch:
-                run_eval()
-                _update_early_stopping(progress, params)
+                if is_rank0:
+                    run_eval()
+                    _update_early_stopping(progress, params)
+                if dp is not None:
+                    progress.stopped_early = bool(_broadcast_int(dp,
+                                                                 int(progress.stopped_early)))
             progress.epoch += 1
             progress.step_in_epoch = 0
 
-        if not interrupted and eval_data is not None:
+        if not interrupted and eval_data is not None and is_rank0:
             # Final metrics reflect the final weights: evaluate unless the last eval already did.
             last_eval_step = next(
                 (int(h["step"]) for h in reversed(progress.history) if "eval_loss" in h), None

@@ -108,7 +108,7 @@ def run_task(api: RunnerApi, reporter: Reporter, work: Path) -> dict[str, Any]:
     outputs.mkdir()
     ctx = TaskContext(job_id=job["id"], params=params, inputs=inputs, outputs_dir=outputs,
                       work_dir=work, cpus=cpus, gpus=float(resources.get("gpus", 0.0)),
-                      report=reporter)
+                      report=reporter, workers=int(resources.get("workers", 1)))
     result = _json_safe(task.load()(ctx))
     _upload_outputs(api, outputs, reporter)
     return result if isinstance(result, dict) else {"value": result}

@@ -1,5 +1,6 @@
 """What a task sees while it runs inside a job: params, inputs on local disk, an outputs
-folder, its CPU/GPU reservation, and a reporter for progress, metrics and events."""
+folder, its CPU/GPU reservation and number of workers, and a reporter for progress, metrics
+and events."""
 
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ class InputData:
 
 @dataclass(frozen=True)
 class TaskContext:
+    """``cpus``/``gpus`` are the job's ``resources``; ``workers`` its ``resources.workers``:
+    with more than one, ``cpus``/``gpus`` are what each training worker reserves and the
+    task's own process holds none (see ``engine.spec.Resources``)."""
+
     job_id: str
     params: TaskParams
     inputs: list[InputData]
@@ -41,6 +46,7 @@ class TaskContext:
     cpus: float
     gpus: float
     report: Reporter
+    workers: int = 1
 
     def dataset(self, index: int = 0) -> InputData:
         """The ``index``-th dataset input (tasks that take one use ``dataset()``)."""

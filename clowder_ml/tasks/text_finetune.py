@@ -6,7 +6,9 @@
    that determines them (a re-run does not tokenize again).
 3. Train in a worker that checkpoints to shared storage and is restarted from its last
    checkpoint if it dies (``clowder_ml.ml.launch``), with seeds, deterministic algorithms and
-   a fixed thread count, so the same inputs give bit-identical weights.
+   a fixed thread count, so the same inputs give bit-identical weights. With the job's
+   ``resources.workers`` W > 1, W Ray Train workers train data parallel (each with the
+   job's ``cpus``/``gpus``; bit-identical for the same W).
 4. Write the Hugging Face folder to ``outputs/model/`` (model.safetensors, config.json with
    the label mapping, tokenizer files), with metrics.json, manifest.json and a model card;
    the server registers it as a model version.
@@ -204,7 +206,16 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     shared = Path(os.environ.get("CLOWDER_ML_SHARED_DIR") or ctx.work_dir) / "jobs" / ctx.job_id
     out_dir = shared / "model-out"
     shutil.rmtree(out_dir, ignore_errors=True)
-    how = launch.choose(p.launcher, p.workers, p.use_gpu)
+    # The job's resources.workers is the one source of truth (the param mirrors it since
+    # submission); a params file must not change what the engine reserved.
+    workers = ctx.workers
+    if p.workers != workers:
+        raise ValidationFailed(f"workers={p.workers} does not match the job's "
+                               f"resources.workers ({workers}).",
+                               "Set the number of workers when submitting (--workers), "
+                               "not in a params file.")
+    how = launch.choose(p.launcher, workers, p.use_gpu)
+    # Per worker: with W > 1 workers each reserves the job's cpus (see Resources).
     threads = reserved_threads(ctx.cpus)
     with contextlib.ExitStack() as stack:
         # The local worker imports PyTorch and transformers while the data is prepared.
@@ -221,14 +232,17 @@ def run(ctx: TaskContext) -> dict[str, Any]:
             "total_steps": total,
             "train_params": launch.loop_params(p, total),
         }
-        ctx.report.event(f"training {base_ref} for {total} steps ({how} worker, {threads} "
-                         f"thread(s))")
+        ctx.report.event(f"training {base_ref} for {total} steps ({how} launcher, {workers} "
+                         f"worker(s), {threads} thread(s) each)")
         if worker is not None:
             trained = worker.run(config, p.max_failures, ctx.report.event)
         else:
-            trained = launch.run_ray_train(config, workers=p.workers, use_gpu=p.use_gpu,
-                                           cpus_per_worker=ctx.cpus, storage=shared / "ray",
-                                           name=ctx.job_id, max_failures=p.max_failures)
+            trained = launch.run_ray_train(config, workers=workers, use_gpu=p.use_gpu,
+                                           # One worker: the runner holds its CPUs.
+                                           cpus_per_worker=ctx.cpus if workers > 1 else 0.0,
+                                           gpus_per_worker=ctx.gpus or 1.0,
+                                           storage=shared / "ray", name=ctx.job_id,
+                                           max_failures=p.max_failures)
     labels = prep.labels
     model_out = ctx.outputs_dir / MODEL_OUTPUT
     launch.collect_model(out_dir, model_out)
@@ -259,5 +273,6 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     shutil.rmtree(shared, ignore_errors=True)  # checkpoints are no longer needed
     return {"metrics": metrics, "digest": digest, "labels": labels,
             "train_examples": prep.n_train, "eval_examples": prep.n_eval,
-            "base_model": base_ref, "launcher": how, "seconds": trained.get("seconds"),
+            "base_model": base_ref, "launcher": how, "workers": workers,
+            "seconds": trained.get("seconds"),
             "resumed_from_step": trained.get("resumed_from_step")}

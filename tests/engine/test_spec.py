@@ -16,8 +16,11 @@ def test_defaults_and_reservation() -> None:
     big = JobSpec.model_validate({"task": "fine-tune", "resources": {
         "cpus": 2, "gpus": 1, "memory_bytes": "4G", "workers": 2}})
     assert big.resources.memory_bytes == 4 << 30
-    assert big.entrypoint_resources() == {"entrypoint_num_cpus": 2.0, "entrypoint_num_gpus": 1.0,
+    # Two workers: each Ray Train worker reserves cpus/gpus; the runner only the memory.
+    assert big.entrypoint_resources() == {"entrypoint_num_cpus": 0.0,
                                           "entrypoint_memory": 4 << 30}
+    one = JobSpec.model_validate({"task": "fine-tune", "resources": {"cpus": 2, "gpus": 1}})
+    assert one.entrypoint_resources() == {"entrypoint_num_cpus": 2.0, "entrypoint_num_gpus": 1.0}
 
 
 @pytest.mark.parametrize("body", [
