@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 
@@ -121,16 +122,6 @@ class ResumeStore:
     def drop(self, key: str) -> None:
         with self._locked() as data:
             data.pop(key, None)
-
-
-def _model_ref(ref: str) -> tuple[str, int | None]:
-    """``NAME/N`` or ``NAME@N`` -> (NAME, N); ``NAME`` or ``NAME@latest`` -> (NAME, None)."""
-    name, sep, rest = ref.rpartition("/") if "/" in ref else ref.partition("@")
-    if not sep:
-        return ref, None
-    if "/" in ref:
-        return name, int(rest)
-    return name, None if rest == "latest" else int(rest)
 
 
 def _ref(ref: str) -> str:
@@ -667,20 +658,99 @@ class Client:
         return list(self._json("GET", f"/api/v1/models/{_ref(name)}/versions"))
 
     def model_version(self, ref: str) -> dict[str, Any]:
-        """``NAME/N``, ``NAME@N`` or ``NAME[@latest]``."""
-        name, number = _model_ref(ref)
-        if number is None:
-            versions = self.model_versions(name)
-            if not versions:
-                raise NotFound(f"Model {name!r} has no versions yet.")
-            return versions[-1]
-        return dict(self._json("GET", f"/api/v1/models/{_ref(name)}/versions/{number}"))
+        """The version ``ref`` names: ``NAME/N``, ``NAME@N``, ``NAME[@latest]``,
+        ``NAME@ALIAS`` (``@best``, ``@production``...), ``OWNER:NAME/N``."""
+        return dict(self._json("GET", f"/api/v1/model-refs/{quote(ref, safe=':@/')}"))
+
+    def _version_path(self, ref: str) -> str:
+        v = self.model_version(ref)
+        return f"/api/v1/models/{v['ref'].rsplit('/', 1)[0]}/versions/{v['version']}"
+
+    def model(self, name: str) -> dict[str, Any]:
+        """A model: description, tags, aliases, best-version rule, version count."""
+        return dict(self._json("GET", f"/api/v1/models/{_ref(name)}"))
+
+    def update_model(self, name: str, **fields: Any) -> dict[str, Any]:
+        """Set ``description``, ``tags``, ``best_metric`` + ``best_mode`` (the rule the
+        ``best`` alias follows) or ``clear_best_rule=True``."""
+        return dict(self._json("PATCH", f"/api/v1/models/{_ref(name)}", json=fields))
+
+    def update_model_version(self, ref: str, **fields: Any) -> dict[str, Any]:
+        """Set a version's ``description`` or ``tags``."""
+        return dict(self._json("PATCH", self._version_path(ref), json=fields))
+
+    def set_model_alias(self, name: str, version: int, alias: str, reason: str = ""
+                        ) -> dict[str, Any]:
+        """Point ``alias`` at ``version`` (moved if it exists); returns aliases + history."""
+        return dict(self._json("PUT", f"/api/v1/models/{_ref(name)}/aliases/{alias}",
+                               json={"version": version, "reason": reason}))
+
+    def remove_model_alias(self, name: str, alias: str) -> dict[str, Any]:
+        return dict(self._json("DELETE", f"/api/v1/models/{_ref(name)}/aliases/{alias}"))
+
+    def model_aliases(self, name: str) -> dict[str, Any]:
+        """``{"aliases": [...], "history": [...]}`` (every move, oldest first)."""
+        return dict(self._json("GET", f"/api/v1/models/{_ref(name)}/aliases"))
+
+    def compare_models(self, name: str, versions: list[int]) -> dict[str, Any]:
+        return dict(self._json("GET", f"/api/v1/models/{_ref(name)}/compare",
+                               params={"versions": ",".join(str(v) for v in versions)}))
+
+    def model_lineage(self, ref: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"{self._version_path(ref)}/lineage"))
+
+    def dataset_lineage(self, dataset: str, version: int) -> dict[str, Any]:
+        return dict(self._json("GET",
+                               f"/api/v1/datasets/{_ref(dataset)}/versions/{version}/lineage"))
+
+    def delete_model_version(self, ref: str, force: bool = False) -> None:
+        """Refused (Conflict) while an alias points at it, unless ``force``."""
+        self._json("DELETE", self._version_path(ref),
+                   params={"force": "true"} if force else None)
+
+    def export_model(self, ref: str, dataset: str, path: str = "") -> dict[str, Any]:
+        """Add the version's files to ``dataset`` (a new dataset version)."""
+        return dict(self._json("POST", f"{self._version_path(ref)}/export",
+                               json={"dataset": dataset, "path": path}))
+
+    def import_model(self, name: str, dataset: str, path: str = "",
+                     version: int | None = None, description: str = "") -> dict[str, Any]:
+        """Register a dataset folder holding a Hugging Face model (safetensors only) as the
+        next version of ``name``; ``{"version": ..., "skipped": [pickle files left out]}``."""
+        return dict(self._json("POST", "/api/v1/models/import", json={
+            "name": name, "dataset": dataset, "path": path, "version": version,
+            "description": description}))
+
+    def download_model_zip(self, ref: str, dest: str | Path) -> Path:
+        """The version's folder as one zip file at ``dest``."""
+        return self._download_verified(f"{self._version_path(ref)}/archive", Path(dest), None,
+                                       f"The zip of {ref}")
+
+    def reproduce_model(self, ref: str, cpus: float | None = None,
+                        gpus: float | None = None) -> dict[str, Any]:
+        """Start a reproduce run; the returned object's ``verdict`` is ``pending``."""
+        body = {k: v for k, v in (("cpus", cpus), ("gpus", gpus)) if v is not None}
+        return dict(self._json("POST", f"{self._version_path(ref)}/reproduce", json=body))
+
+    def reproduction(self, ref: str, reproduction_id: int) -> dict[str, Any]:
+        return dict(self._json(
+            "GET", f"{self._version_path(ref)}/reproductions/{reproduction_id}"))
+
+    def wait_reproduction(self, ref: str, reproduction_id: int,
+                          timeout_s: float | None = None) -> dict[str, Any]:
+        """Wait for the reproduce job, then return the verdict object."""
+        first = self.reproduction(ref, reproduction_id)
+        self.wait_job(first["job_id"], timeout_s=timeout_s)
+        return self.reproduction(ref, reproduction_id)
+
+    def share_model(self, name: str, username: str, permission: str = "read") -> None:
+        self._json("PUT", f"/api/v1/models/{_ref(name)}/shares/{username}",
+                   json={"permission": permission})
 
     def download_model(self, ref: str, dest: str | Path) -> Path:
         """Download a version's files (its Hugging Face folder) into ``dest``, each verified
         against its sha256."""
-        v = self.model_version(ref)
-        base = f"/api/v1/models/{_ref(v['model'])}/versions/{v['version']}/files"
+        base = f"{self._version_path(ref)}/files"
         out = Path(dest)
         for f in self._json("GET", base):
             self._download_verified(f"{base}/{f['path']}", out / f["path"], f["sha256"],

@@ -291,6 +291,53 @@ class Model(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The best-version rule: the ``best`` alias follows the version with the highest
+    # (``max``) or lowest (``min``) value of this metric.
+    best_metric: Mapped[str | None] = mapped_column(String(128), default=None)
+    best_mode: Mapped[str | None] = mapped_column(String(8), default=None)
+
+
+class ModelShare(Base):
+    """Access to a model for another user, as for datasets (read or write)."""
+
+    __tablename__ = "model_shares"
+
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         primary_key=True, index=True)
+    permission: Mapped[str] = mapped_column(String(8))
+
+
+class ModelAlias(Base):
+    """A name (``production``, ``best``...) pointing at one version of a model."""
+
+    __tablename__ = "model_aliases"
+
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"),
+                                            index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelAliasEvent(Base):
+    """One move of an alias (its history): from one version number to another (None: the
+    alias did not exist / was removed), by whom and why."""
+
+    __tablename__ = "model_alias_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"),
+                                          index=True)
+    alias: Mapped[str] = mapped_column(String(64))
+    from_number: Mapped[int | None] = mapped_column(Integer, default=None)
+    to_number: Mapped[int | None] = mapped_column(Integer, default=None)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"),
+                                                 default=None)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ModelVersion(Base):
@@ -315,6 +362,12 @@ class ModelVersion(Base):
     status: Mapped[str] = mapped_column(String(16), default="ready")
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # How it came to be: "job" (a fine-tune) or "import" (an uploaded HF folder).
+    source: Mapped[str] = mapped_column(String(16), default="job")
+    # The version it was fine-tuned from (a registered base model), if any.
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL"), default=None)
 
 
 class ModelFile(Base):
@@ -326,3 +379,36 @@ class ModelFile(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
 
+
+
+class JobLink(Base):
+    """Lineage: a dataset or model version a job read (``in``) or produced (``out``).
+
+    ``ref`` is the dataset id or the model version row id (as text); ``number`` the dataset
+    version or model version number. Written when a job is created (inputs) and when it
+    publishes (outputs), so lineage is a query both ways, never a scan of job specs.
+    """
+
+    __tablename__ = "job_links"
+    __table_args__ = (Index("ix_job_links_target", "kind", "ref", "number"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    direction: Mapped[str] = mapped_column(String(3), primary_key=True)  # in | out
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # dataset | model
+    ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class ModelReproduction(Base):
+    """A reproduce run of a version: the job that re-ran its manifest and the verdict."""
+
+    __tablename__ = "model_reproductions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        unique=True)
+    verdict: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

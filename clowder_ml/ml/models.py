@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from clowder_ml.errors import ValidationFailed
 
@@ -18,6 +18,24 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 CONVERT_HINT = ("Convert it to safetensors where you trust it: `python -c \"from transformers "
                 "import AutoModel as M; M.from_pretrained('DIR').save_pretrained('OUT', "
                 "safe_serialization=True)\"`, then upload OUT.")
+
+
+# A safetensors header is a JSON object of at most this many bytes (the format's own cap).
+MAX_SAFETENSORS_HEADER = 100 << 20
+
+
+def is_safetensors(fh: BinaryIO, size: int) -> bool:
+    """Whether ``fh`` (at offset 0, ``size`` bytes long) starts with a safetensors header: an
+    8-byte little-endian length, then that many bytes of a JSON object, within the file.
+    Cheap (reads the header only) and loads nothing, so it is safe on untrusted files."""
+    head = fh.read(8)
+    n = int.from_bytes(head, "little") if len(head) == 8 else -1
+    if not 0 < n <= min(size - 8, MAX_SAFETENSORS_HEADER):
+        return False
+    try:
+        return isinstance(json.loads(fh.read(n)), dict)
+    except ValueError:
+        return False
 
 
 def builtin_dir(name: str) -> Path:

@@ -21,8 +21,8 @@ from clowder_ml.db.session import Database
 from clowder_ml.engine.spec import InputRef, JobSpec
 from clowder_ml.engine.states import JobState, check_transition
 from clowder_ml.errors import InvalidJobTransition, NotFound, ValidationFailed
-from clowder_ml.services import datasets, models
-from clowder_ml.tasks.registry import BUILTIN_MODELS, TaskRegistry
+from clowder_ml.services import datasets, model_lineage, models
+from clowder_ml.tasks.registry import BUILTIN_MODELS, TaskDef, TaskParams, TaskRegistry
 
 ID_PREFIX = "job_"
 MODEL_VERSION_PREFIX = "mv_"  # a pinned model input's ref: mv_<version row id>
@@ -35,6 +35,7 @@ def create(s: Session, owner: User, spec: JobSpec) -> Job:
     s.add(job)
     s.flush()
     s.add(JobEvent(job_id=job.id, state=JobState.PENDING.value, message="job created"))
+    model_lineage.link_inputs(s, job)
     return job
 
 
@@ -66,14 +67,52 @@ def model_version_id(ref: str) -> int:
     return int(ref.removeprefix(MODEL_VERSION_PREFIX))
 
 
+def _agree_on_workers(task: TaskDef, spec: JobSpec, params: TaskParams
+                      ) -> tuple[JobSpec, TaskParams]:
+    """One number of training workers per job: ``resources.workers`` (what the engine
+    reserves, see ``Resources``, and what the runner tells the task).
+
+    A task that trains on several Ray Train workers names the param that mirrors it
+    (``JOB_WORKERS_PARAM`` on its params model): when only one of the two is given the other
+    is set to it, when both are given they must agree, and the params are validated again
+    with it. Any other task runs in its job's one process and refuses ``workers > 1`` (the
+    entrypoint of such a job reserves no CPUs).
+    """
+    mirror: str | None = getattr(task.params, "JOB_WORKERS_PARAM", None)
+    r = spec.resources
+    if mirror is None:
+        if r.workers > 1:
+            raise ValidationFailed(f"Task {task.name!r} runs in one process; it cannot use "
+                                   f"{r.workers} workers.",
+                                   "Leave workers at 1 and ask for more CPUs instead.")
+        return spec, params
+    given = mirror in spec.params
+    value = int(getattr(params, mirror))
+    explicit = "workers" in r.model_fields_set
+    if explicit and given and value != r.workers:
+        raise ValidationFailed(f"The {mirror} param ({value}) and the job's resources.workers "
+                               f"({r.workers}) disagree.",
+                               "Give the number of workers once: resources.workers or "
+                               "the param (the CLI's --workers sets the param).")
+    workers = r.workers if explicit else value
+    if value == workers and r.workers == workers:
+        return spec, params
+    new_params = {**spec.params, mirror: workers} if value != workers else spec.params
+    spec = spec.model_copy(update={"params": new_params,
+                                   "resources": r.model_copy(update={"workers": workers})})
+    return spec, task.parse_params(new_params)
+
+
 def submit(s: Session, user: User, spec: JobSpec, registry: TaskRegistry) -> Job:
     """Validate ``spec`` (task, params, inputs the user can read) and record a PENDING job.
 
     Dataset inputs are pinned to a version now, so the job reads exactly what the user saw
-    when submitting, whatever is uploaded later.
+    when submitting, whatever is uploaded later. The task's workers param and
+    ``resources.workers`` are made to agree (:func:`_agree_on_workers`).
     """
     task = registry.get(spec.task)
     params = task.parse_params(spec.params)
+    spec, params = _agree_on_workers(task, spec, params)
     refs = [InputRef(kind="model", ref=str(value), mount=name) for name in task.model_params
             if (value := getattr(params, name, None)) and value not in BUILTIN_MODELS]
     pinned = [_pin(s, user, item) for item in [*spec.inputs, *refs]]

@@ -66,6 +66,7 @@ from sqlalchemy.orm import Session
 from clowder_ml.db.models import Job, User
 from clowder_ml.engine.spec import InputRef
 from clowder_ml.errors import TrainingFailed, ValidationFailed
+from clowder_ml.ml.models import is_safetensors
 from clowder_ml.tasks.registry import TaskDef, TaskParams
 
 if TYPE_CHECKING:
@@ -522,18 +523,9 @@ def check_outputs(out: Path, mode: str, name: str) -> None:
 
 
 def check_safetensors(path: Path) -> None:
-    """Raise ValidationFailed unless ``path`` starts with a safetensors header: an 8-byte
-    little-endian length, then that many bytes of a JSON object, within the file."""
-    size = path.stat().st_size
+    """Raise ValidationFailed unless ``path`` starts with a safetensors header."""
     with open(path, "rb") as f:
-        head = f.read(8)
-        n = int.from_bytes(head, "little") if len(head) == 8 else -1
-        ok = 0 < n <= min(size - 8, 100 << 20)
-        if ok:
-            try:
-                ok = isinstance(json.loads(f.read(n)), dict)
-            except ValueError:
-                ok = False
+        ok = is_safetensors(f, path.stat().st_size)
     if not ok:
         raise ValidationFailed(f"{OUTPUT_DIR}/model.safetensors is not in safetensors format.",
                                "Save it with safetensors (save_file / save_model).")

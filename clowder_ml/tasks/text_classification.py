@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 from sqlalchemy.orm import Session
@@ -21,7 +21,7 @@ from clowder_ml.db.models import Dataset, Job, JobOutput, Permission, User
 from clowder_ml.engine.spec import InputRef
 from clowder_ml.errors import PermissionDenied, ValidationFailed
 from clowder_ml.ml import textdata
-from clowder_ml.services import datasets, models
+from clowder_ml.services import datasets, model_lineage, model_reproduce, models
 from clowder_ml.storage.blobstore import BlobInfo
 from clowder_ml.tasks.registry import TaskDef, TaskParams
 
@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from clowder_ml.api.platform import Platform
 
 class FinetuneParams(TaskParams):
+    # The param that mirrors the job's ``resources.workers`` (services.jobs.submit makes
+    # them equal): the task trains on that many Ray Train workers.
+    JOB_WORKERS_PARAM: ClassVar[str] = "workers"
+
     model_name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                             description="Registry name the new version is registered under")
     base_model: str = Field(default="minilm-l6", max_length=300,
@@ -56,7 +60,9 @@ class FinetuneParams(TaskParams):
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
     early_stopping_patience: int | None = Field(default=None, ge=1, le=100)
     checkpoint_every_steps: int = Field(default=50, ge=1)
-    workers: int = Field(default=1, ge=1, le=64, description="Training workers")
+    workers: int = Field(default=1, ge=1, le=64, description="Training workers (data "
+                         "parallel, ray-train launcher): the same as the job's "
+                         "resources.workers, which it is set to at submission")
     launcher: Literal["auto", "local", "ray-train"] = Field(
         default="auto", description="local: a worker process next to the runner (restarted "
         "from its checkpoint if it dies); ray-train: Ray Train TorchTrainer; auto: local for "
@@ -78,9 +84,12 @@ class FinetuneParams(TaskParams):
             raise ValueError("validation_file must not be one of the training files")
         if self.bf16 and not self.use_gpu:
             raise ValueError("bf16 needs use_gpu (CPU training runs in float32)")
-        if self.workers > 1:  # refused at submission rather than after queueing
-            raise ValueError("training on more than one worker is not supported yet; "
-                             "use workers=1")
+        if self.workers > 1 and self.launcher == "local":  # refused before queueing
+            raise ValueError("the local launcher trains in one process; more workers need "
+                             "launcher=ray-train (or auto)")
+        if self.workers == 1 and self.launcher == "ray-train" and self.use_gpu:
+            raise ValueError("one GPU worker trains with launcher=auto (local): the job's "
+                             "runner holds its GPU")
         return self
 
 
@@ -96,6 +105,10 @@ class PredictParams(TaskParams):
     max_length: int | None = Field(default=None, ge=8, le=512)
     output_path: str | None = Field(default=None, max_length=1024,
                                     description="Where in the dataset the predictions go")
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Model workers. 1: streamed in the job's own "
+        "process (fastest on one machine); more: Ray Data map_batches over that many model "
+        "actors across the cluster, which share the job's cpus (see docs/jobs.md)")
 
 
 PREDICTIONS_OUTPUT = "predictions.csv"
@@ -130,9 +143,15 @@ def validate_predict(s: Session, user: User, params: TaskParams, pinned: list[In
 
 def publish_finetune(s: Session, platform: Platform, job: Job, result: dict[str, Any]
                      ) -> dict[str, Any]:
-    """Register the job's model folder as the next version of ``model_name``."""
+    """Register the job's model folder as the next version of ``model_name`` — or, for a
+    reproduce run, compare it with the version it reproduces instead (no new version)."""
+    reproduction = model_reproduce.of_job(s, job)
+    if reproduction is not None:
+        return model_reproduce.conclude(s, platform, job, reproduction, result)
     name = str(job.spec["params"]["model_name"])
-    version = models.register_from_job(s, job, name, result)
+    resolved = platform.tasks.get(job.task).parse_params(job.spec["params"])
+    version = models.register_from_job(s, job, name, result,
+                                       resolved.model_dump(mode="json"))
     return {**result, "model": {"name": name, "version": version.number,
                                 "ref": models.ref_of(s, version), "digest": version.digest}}
 
@@ -162,6 +181,7 @@ def publish_predict(s: Session, platform: Platform, job: Job, result: dict[str, 
     ds = s.get(Dataset, item["ref"])
     assert ds is not None
     datasets.set_file_metadata(s, ds, path, _summary_metadata(result))
+    model_lineage.link_output_dataset(s, job, ds.id, version.number)
     return {**result, "predictions": {"dataset": item["ref"], "version": version.number,
                                       "path": path, "sha256": out.sha256}}
 

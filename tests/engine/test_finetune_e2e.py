@@ -258,3 +258,36 @@ def test_registry_lists_versions_and_downloads_verified_files(
             "dataset-profile"} <= tasks.keys()
     schema = tasks["text-classification-finetune"]["params_schema"]
     assert "model_name" in schema["required"] and "learning_rate" in schema["properties"]
+
+
+def test_reproduce_is_identical_and_differs_when_the_thread_count_changes(
+        ml: tuple[ServerProcess, JobsApi]) -> None:
+    # Reproduces "det" version 1 (from the rerun test above: 1 CPU, so 1 thread).
+    srv, api = ml
+    token = api.http.headers["Authorization"].split()[1]
+    p = cli(srv, token, "models", "alias", "det", "1", "production")
+    assert p.returncode == 0, p.stdout + p.stderr
+    p = cli(srv, token, "models", "reproduce", "det/1", "--wait", "--json", timeout=400)
+    assert p.returncode == 0, p.stdout + p.stderr
+    same = json.loads(p.stdout)
+    assert same["verdict"] == "identical", same
+    assert same["differences"] == [] and same["reproduced_digest"] == same["original_digest"]
+    # On purpose: 2 CPUs -> 2 threads, a recorded environment fact that changes float sums.
+    p = cli(srv, token, "models", "reproduce", "det/1", "--cpus", "2", "--wait", "--json",
+            timeout=400)
+    assert p.returncode == 0, p.stdout + p.stderr
+    moved = json.loads(p.stdout)
+    assert moved["verdict"] == "differs", moved
+    kinds = {d["kind"]: d for d in moved["differences"]}
+    assert kinds["weights"]["max_abs_diff"] > 0
+    threads = [d for d in moved["differences"] if d.get("fact") == "determinism.threads"]
+    assert threads == [{"kind": "environment", "fact": "determinism.threads",
+                        "original": 1, "reproduced": 2}]
+    assert "determinism.threads: 1 -> 2" in moved["why"]
+    # Reproduce runs register no version; the alias still names version 1.
+    p = cli(srv, token, "models", "versions", "det", "--json")
+    versions = json.loads(p.stdout)
+    assert [v["version"] for v in versions] == [1, 2, 3]
+    assert versions[0]["aliases"] == ["production"]
+    listed = api.http.get("/api/v1/models/det/versions/1/reproductions").json()
+    assert [r["verdict"] for r in listed] == ["identical", "differs"]

@@ -1,30 +1,49 @@
-"""The model registry (read side) and the task catalogue with each task's params schema."""
+"""The model registry (versions, aliases, best rule, compare, lineage, download, export,
+import, reproduce, sharing) and the task catalogue with each task's params schema."""
 
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
 
 from clowder_ml.api.deps import PlatformDep, UserDep
 from clowder_ml.api.job_schemas import OutputOut
-from clowder_ml.db.models import Model, ModelVersion, User
+from clowder_ml.api.schemas import Metadata, Strict, Text
+from clowder_ml.db.models import Model, ModelVersion, Permission, User
+from clowder_ml.engine.spec import MAX_CPUS, MAX_GPUS
 from clowder_ml.errors import NotFound
-from clowder_ml.services import models
+from clowder_ml.services import (
+    datasets,
+    files,
+    model_artifacts,
+    model_lineage,
+    model_reproduce,
+    models,
+    users,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
+NumberP = Annotated[int, Path(ge=1, le=2**31 - 1, description="Version or reproduction number")]
 
 
 class ModelOut(BaseModel):
     id: str
     name: str
     owner: str
+    ref: str
     description: str
+    tags: dict[str, Any]
     versions: int
     latest: int | None
+    aliases: dict[str, int]
+    best_metric: str | None
+    best_mode: str | None
+    permission: str
 
 
 class ModelVersionOut(BaseModel):
@@ -32,8 +51,10 @@ class ModelVersionOut(BaseModel):
     version: int
     ref: str
     job_id: str | None
+    source: str
     task: str
     base_model: str
+    parent: str | None
     inputs: dict[str, Any]
     params: dict[str, Any]
     metrics: dict[str, Any]
@@ -41,6 +62,8 @@ class ModelVersionOut(BaseModel):
     size: int
     status: str
     aliases: list[str]
+    tags: dict[str, Any]
+    description: str
     created_at: str
 
 
@@ -50,20 +73,137 @@ class TaskOut(BaseModel):
     params_schema: dict[str, Any]
 
 
-def _model_out(s: Any, m: Model) -> ModelOut:
+class ModelUpdate(Strict):
+    """Fields left out are unchanged. ``best_metric`` + ``best_mode`` set the best-version
+    rule (``best`` then follows it); ``clear_best_rule`` removes it."""
+
+    description: Text | None = None
+    tags: Metadata | None = None
+    best_metric: str | None = Field(default=None, min_length=1, max_length=128)
+    best_mode: Literal["max", "min"] | None = None
+    clear_best_rule: bool = False
+
+
+class VersionUpdate(Strict):
+    description: Text | None = None
+    tags: Metadata | None = None
+
+
+class AliasSet(Strict):
+    version: int = Field(ge=1, le=2**31 - 1)
+    reason: str = Field(default="", max_length=500)
+
+
+class AliasOut(BaseModel):
+    alias: str
+    version: int
+
+
+class AliasEventOut(BaseModel):
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    by: str | None
+    reason: str
+    at: str
+
+
+class AliasesOut(BaseModel):
+    aliases: list[AliasOut]
+    history: list[AliasEventOut]
+
+
+class ShareRequest(Strict):
+    permission: Permission = Permission.READ
+
+
+class ExportRequest(Strict):
+    dataset: str = Field(min_length=1, max_length=300)
+    path: str = Field(default="", max_length=1024,
+                      description="Folder in the dataset (default models/NAME-vN)")
+
+
+class ImportRequest(Strict):
+    name: str = Field(min_length=1, max_length=128)
+    dataset: str = Field(min_length=1, max_length=300)
+    path: str = Field(default="", max_length=1024, description="The folder with config.json")
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    description: Text = ""
+
+
+class ImportOut(BaseModel):
+    version: ModelVersionOut
+    skipped: list[str]
+
+
+class ReproduceRequest(Strict):
+    """Resources for the re-run; unset: as recorded. Changing them changes the thread count
+    (a recorded environment fact), which is how to see its effect on purpose."""
+
+    cpus: float | None = Field(default=None, gt=0, le=MAX_CPUS)
+    gpus: float | None = Field(default=None, ge=0, le=MAX_GPUS)
+
+
+class ReproductionOut(BaseModel):
+    id: int
+    job_id: str
+    state: str
+    version: int | None
+    ref: str | None
+    verdict: str
+    why: str
+    differences: list[dict[str, Any]]
+    environment_differences: list[dict[str, Any]] = []
+    original_digest: str | None = None
+    reproduced_digest: str | None = None
+
+
+def _model_out(s: Any, user: User, m: Model) -> ModelOut:
     vs = models.versions(s, m)
     owner = s.get(User, m.owner_id)
+    numbers = {v.id: v.number for v in vs}
+    perm = models.permission_of(s, user, m)
     return ModelOut(id=m.id, name=m.name, owner=owner.username if owner else "?",
-                    description=m.description, versions=len(vs),
-                    latest=vs[-1].number if vs else None)
+                    ref=f"{owner.username if owner else '?'}:{m.name}",
+                    description=m.description, tags=m.tags or {}, versions=len(vs),
+                    latest=vs[-1].number if vs else None,
+                    aliases={a.alias: numbers[a.version_id] for a in models.aliases(s, m)},
+                    best_metric=m.best_metric, best_mode=m.best_mode,
+                    permission=perm.value if perm else "read")
 
 
-def _version_out(s: Any, v: ModelVersion, latest: int) -> ModelVersionOut:
+def _version_out(s: Any, v: ModelVersion, by_version: dict[int, list[str]] | None = None
+                 ) -> ModelVersionOut:
+    model = models.model_of(s, v)
+    if by_version is None:
+        by_version = models.aliases_by_version(s, model)
+    parent = s.get(ModelVersion, v.parent_id) if v.parent_id else None
     return ModelVersionOut(
-        model=models.model_of(s, v).name, version=v.number, ref=models.ref_of(s, v),
-        job_id=v.job_id, task=v.task, base_model=v.base_model, inputs=v.inputs,
+        model=model.name, version=v.number, ref=models.ref_of(s, v), job_id=v.job_id,
+        source=v.source, task=v.task, base_model=v.base_model,
+        parent=models.ref_of(s, parent) if parent is not None else None, inputs=v.inputs,
         params=v.params, metrics=v.metrics, digest=v.digest, size=v.size, status=v.status,
-        aliases=["latest"] if v.number == latest else [], created_at=v.created_at.isoformat())
+        aliases=by_version.get(v.number, []), tags=v.tags or {}, description=v.description,
+        created_at=v.created_at.isoformat())
+
+
+def _version(s: Any, user: User, name: str, number: NumberP,
+             need: Permission = Permission.READ) -> ModelVersion:
+    model = models.get_model_ref(s, user, name, need)
+    return models.version_of(s, model, number)
+
+
+def _aliases_out(s: Any, m: Model) -> AliasesOut:
+    numbers = {v.id: v.number for v in models.versions(s, m)}
+    names = {u.id: u.username for u in s.scalars(select(User))}
+    return AliasesOut(
+        aliases=[AliasOut(alias=a.alias, version=numbers[a.version_id])
+                 for a in models.aliases(s, m)],
+        history=[AliasEventOut(alias=e.alias, from_version=e.from_number,
+                               to_version=e.to_number,
+                               by=names.get(e.actor_id) if e.actor_id else None,
+                               reason=e.reason, at=e.at.isoformat())
+                 for e in models.alias_history(s, m)])
 
 
 @router.get("/tasks", response_model=list[TaskOut])
@@ -75,44 +215,229 @@ def list_tasks(user: UserDep, platform: PlatformDep) -> list[TaskOut]:
 
 @router.get("/models", response_model=list[ModelOut])
 def list_models(user: UserDep, platform: PlatformDep) -> list[ModelOut]:
+    """Models you own or that are shared with you."""
     with platform.db.session() as s:
-        return [_model_out(s, m) for m in models.list_models(s, user)]
+        return [_model_out(s, user, m) for m in models.list_models(s, user)]
+
+
+@router.post("/models/import", response_model=ImportOut, status_code=201)
+def import_model(body: ImportRequest, user: UserDep, platform: PlatformDep) -> ImportOut:
+    """Register a Hugging Face folder from a dataset as a new version (usable as a base
+    model). Safetensors only: pickle-based weights are refused or left out."""
+    with platform.db.session() as s:
+        ds = datasets.resolve(s, user, body.dataset)
+        done = model_artifacts.import_folder(s, platform.blobs, user, ds, body.version,
+                                             body.path, body.name, body.description)
+        return ImportOut(version=_version_out(s, done.version), skipped=done.skipped)
+
+
+@router.get("/model-refs/{ref:path}", response_model=ModelVersionOut)
+def resolve_ref(ref: str, user: UserDep, platform: PlatformDep) -> ModelVersionOut:
+    """The version a reference names: NAME, NAME@latest, NAME@ALIAS, NAME/N, OWNER:NAME/N."""
+    with platform.db.session() as s:
+        return _version_out(s, models.resolve(s, user, ref))
+
+
+@router.get("/models/{name}", response_model=ModelOut)
+def show_model(name: str, user: UserDep, platform: PlatformDep) -> ModelOut:
+    with platform.db.session() as s:
+        return _model_out(s, user, models.get_model_ref(s, user, name))
+
+
+@router.patch("/models/{name}", response_model=ModelOut)
+def update_model(name: str, body: ModelUpdate, user: UserDep,
+                 platform: PlatformDep) -> ModelOut:
+    """Description, tags, or the best-version rule (``best`` is moved at once)."""
+    with platform.db.session() as s:
+        m = models.get_model_ref(s, user, name, Permission.WRITE)
+        models.update_model(s, user, m, description=body.description, tags=body.tags,
+                            best_metric=body.best_metric, best_mode=body.best_mode,
+                            clear_rule=body.clear_best_rule)
+        return _model_out(s, user, m)
 
 
 @router.get("/models/{name}/versions", response_model=list[ModelVersionOut])
 def list_versions(name: str, user: UserDep, platform: PlatformDep) -> list[ModelVersionOut]:
     with platform.db.session() as s:
-        ref = models.parse_ref(name)
-        vs = models.versions(s, models.get_model(s, user, ref.name, ref.owner))
-        latest = vs[-1].number if vs else 0
-        return [_version_out(s, v, latest) for v in vs]
+        m = models.get_model_ref(s, user, name)
+        by_version = models.aliases_by_version(s, m)
+        return [_version_out(s, v, by_version) for v in models.versions(s, m)]
 
 
 @router.get("/models/{name}/versions/{number}", response_model=ModelVersionOut)
-def show_version(name: str, number: int, user: UserDep,
+def show_version(name: str, number: NumberP, user: UserDep,
                  platform: PlatformDep) -> ModelVersionOut:
     with platform.db.session() as s:
-        v = models.resolve(s, user, f"{name}/{number}")
-        latest = models.resolve(s, user, name).number
-        return _version_out(s, v, latest)
+        return _version_out(s, _version(s, user, name, number))
+
+
+@router.patch("/models/{name}/versions/{number}", response_model=ModelVersionOut)
+def update_version(name: str, number: NumberP, body: VersionUpdate, user: UserDep,
+                   platform: PlatformDep) -> ModelVersionOut:
+    with platform.db.session() as s:
+        v = _version(s, user, name, number, Permission.WRITE)
+        models.update_version(s, v, description=body.description, tags=body.tags)
+        return _version_out(s, v)
+
+
+@router.delete("/models/{name}/versions/{number}", status_code=204)
+def delete_version(name: str, number: NumberP, user: UserDep, platform: PlatformDep,
+                   force: bool = False) -> None:
+    """Refused (409) while an alias points at the version, unless ``force``."""
+    with platform.db.session() as s:
+        m = models.get_model_ref(s, user, name, Permission.WRITE)
+        models.delete_version(s, user, m, number, force)
+
+
+@router.get("/models/{name}/aliases", response_model=AliasesOut)
+def list_aliases(name: str, user: UserDep, platform: PlatformDep) -> AliasesOut:
+    """Current aliases and every move (``latest`` is implicit: the newest version)."""
+    with platform.db.session() as s:
+        return _aliases_out(s, models.get_model_ref(s, user, name))
+
+
+@router.put("/models/{name}/aliases/{alias}", response_model=AliasesOut)
+def set_alias(name: str, alias: str, body: AliasSet, user: UserDep,
+              platform: PlatformDep) -> AliasesOut:
+    with platform.db.session() as s:
+        m = models.get_model_ref(s, user, name, Permission.WRITE)
+        models.set_alias(s, user, m, alias, body.version, body.reason)
+        return _aliases_out(s, m)
+
+
+@router.delete("/models/{name}/aliases/{alias}", response_model=AliasesOut)
+def remove_alias(name: str, alias: str, user: UserDep, platform: PlatformDep) -> AliasesOut:
+    with platform.db.session() as s:
+        m = models.get_model_ref(s, user, name, Permission.WRITE)
+        models.remove_alias(s, user, m, alias)
+        return _aliases_out(s, m)
+
+
+@router.get("/models/{name}/compare")
+def compare(name: str, user: UserDep, platform: PlatformDep,
+            versions: Annotated[str, Query(pattern=r"^\d{1,9}(,\d{1,9})+$",
+                                           description="Two or more: 1,3,4")],
+            ) -> dict[str, Any]:
+    """Versions side by side: params that differ, metrics, data, base model."""
+    with platform.db.session() as s:
+        m = models.get_model_ref(s, user, name)
+        return models.compare(s, [models.version_of(s, m, int(n))
+                                  for n in versions.split(",")])
+
+
+@router.get("/models/{name}/versions/{number}/lineage")
+def version_lineage(name: str, number: NumberP, user: UserDep,
+                    platform: PlatformDep) -> dict[str, Any]:
+    """Where the version came from (job, data, parent) and what used it (predictions...)."""
+    with platform.db.session() as s:
+        return model_lineage.version_lineage(s, user, _version(s, user, name, number))
+
+
+@router.get("/datasets/{ref}/versions/{number}/lineage")
+def dataset_lineage(ref: str, number: NumberP, user: UserDep,
+                    platform: PlatformDep) -> dict[str, Any]:
+    """The job that wrote this dataset version and the jobs (and models) that read it."""
+    with platform.db.session() as s:
+        ds = datasets.resolve(s, user, ref)
+        if datasets.get_version(s, ds, number) is None:
+            raise NotFound(f"Dataset {ref!r} has no version {number}.")
+        return model_lineage.dataset_lineage(s, user, ds, number)
 
 
 @router.get("/models/{name}/versions/{number}/files", response_model=list[OutputOut])
-def version_files(name: str, number: int, user: UserDep,
+def version_files(name: str, number: NumberP, user: UserDep,
                   platform: PlatformDep) -> list[OutputOut]:
     with platform.db.session() as s:
-        v = models.resolve(s, user, f"{name}/{number}")
+        v = _version(s, user, name, number)
         return [OutputOut(path=f.path, sha256=f.sha256, size=f.size)
                 for f in models.files(s, v)]
 
 
 @router.get("/models/{name}/versions/{number}/files/{path:path}",
             response_class=FileResponse)
-def version_file(name: str, number: int, path: str, user: UserDep,
+def version_file(name: str, number: NumberP, path: str, user: UserDep,
                  platform: PlatformDep) -> FileResponse:
     with platform.db.session() as s:
-        v = models.resolve(s, user, f"{name}/{number}")
+        v = _version(s, user, name, number)
         row = next((f for f in models.files(s, v) if f.path == path), None)
     if row is None or not platform.blobs.path(row.sha256).is_file():
         raise NotFound(f"Model {name}/{number} has no file {path!r}.")
     return FileResponse(platform.blobs.path(row.sha256), filename=PurePosixPath(path).name)
+
+
+@router.get("/models/{name}/versions/{number}/archive", response_class=StreamingResponse,
+            responses={200: {"content": {"application/zip": {}}}})
+def download_version(name: str, number: NumberP, user: UserDep,
+                     platform: PlatformDep) -> StreamingResponse:
+    """The version's Hugging Face folder as a zip, streamed as it is built."""
+    with platform.db.session() as s:
+        v = _version(s, user, name, number)
+        model = models.model_of(s, v)
+        entries = [(f.path, f.sha256) for f in models.files(s, v)]
+        filename = f"{model.name}-v{v.number}.zip"
+    return StreamingResponse(files.stream_zip(platform.blobs, entries),
+                             media_type="application/zip",
+                             headers={"Content-Disposition":
+                                      f'attachment; filename="{filename}"'})
+
+
+@router.post("/models/{name}/versions/{number}/export", status_code=201)
+def export_version(name: str, number: NumberP, body: ExportRequest, user: UserDep,
+                   platform: PlatformDep) -> dict[str, Any]:
+    """Add the version's files to a dataset you can write (a new dataset version)."""
+    with platform.db.session() as s:
+        v = _version(s, user, name, number)
+        ds = datasets.resolve(s, user, body.dataset, Permission.WRITE)
+        folder = body.path or f"models/{models.model_of(s, v).name}-v{v.number}"
+        dv = model_artifacts.export_to_dataset(s, platform.db, user, v, ds, folder)
+        return {"dataset": ds.name, "dataset_id": ds.id, "version": dv.number,
+                "path": folder.strip("/"), "files": len(models.files(s, v))}
+
+
+@router.post("/models/{name}/versions/{number}/reproduce", response_model=ReproductionOut,
+             status_code=202)
+def reproduce(name: str, number: NumberP, body: ReproduceRequest, user: UserDep,
+              platform: PlatformDep) -> ReproductionOut:
+    """Re-run the version's job; the verdict is ready when that job ends."""
+    with platform.db.session() as s:
+        v = _version(s, user, name, number)
+        row, _ = model_reproduce.start(s, user, platform.tasks, v, cpus=body.cpus,
+                                       gpus=body.gpus)
+        s.flush()
+        out = ReproductionOut(**model_reproduce.describe(s, row))
+    platform.wake_dispatcher()
+    return out
+
+
+@router.get("/models/{name}/versions/{number}/reproductions",
+            response_model=list[ReproductionOut])
+def list_reproductions(name: str, number: NumberP, user: UserDep,
+                       platform: PlatformDep) -> list[ReproductionOut]:
+    with platform.db.session() as s:
+        v = _version(s, user, name, number)
+        return [ReproductionOut(**model_reproduce.describe(s, r))
+                for r in model_reproduce.list_for(s, v)]
+
+
+@router.get("/models/{name}/versions/{number}/reproductions/{rid}",
+            response_model=ReproductionOut)
+def show_reproduction(name: str, number: NumberP, rid: NumberP, user: UserDep,
+                      platform: PlatformDep) -> ReproductionOut:
+    with platform.db.session() as s:
+        v = _version(s, user, name, number)
+        return ReproductionOut(**model_reproduce.describe(s, model_reproduce.get(s, v, rid)))
+
+
+@router.put("/models/{name}/shares/{username}", status_code=204)
+def share_model(name: str, username: str, body: ShareRequest, user: UserDep,
+                platform: PlatformDep) -> None:
+    with platform.db.session() as s:
+        m = models.get_model_ref(s, user, name)
+        models.share(s, user, m, users.get_user_by_name(s, username), body.permission)
+
+
+@router.delete("/models/{name}/shares/{username}", status_code=204)
+def unshare_model(name: str, username: str, user: UserDep, platform: PlatformDep) -> None:
+    with platform.db.session() as s:
+        m = models.get_model_ref(s, user, name)
+        models.unshare(s, user, m, users.get_user_by_name(s, username))
