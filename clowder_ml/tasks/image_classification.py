@@ -10,7 +10,7 @@ runs on the Ray node and is imported only there.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -64,6 +64,10 @@ class ImageFinetuneParams(TaskParams):
 
 
 class ImagePredictParams(TaskParams):
+    # Mirrors the job's ``resources.workers`` (services.jobs.submit makes them equal): with
+    # more than one, each model actor reserves ``cpus`` and the runner none.
+    JOB_WORKERS_PARAM: ClassVar[str] = "workers"
+
     model: str = Field(min_length=1, max_length=300, description="NAME@latest, NAME/3 ...")
     csv_file: str | None = Field(default=None, max_length=1024,
                                  description="A CSV of image paths (and optional labels); all "
@@ -75,6 +79,11 @@ class ImagePredictParams(TaskParams):
     batch_size: int = Field(default=64, ge=1, le=4096)
     output_path: str | None = Field(default=None, max_length=1024,
                                     description="Where in the dataset the predictions go")
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Model workers (the job's resources.workers). "
+        "1: streamed in the job's own process (fastest on one machine); more: Ray Data "
+        "map_batches over that many model actors, each reserving the job's cpus "
+        "(see docs/jobs.md)")
 
 
 TASKS = (

@@ -7,21 +7,26 @@ memory), preprocessed as the model was trained (``clowder_ml.json`` / its
 preprocessor_config.json), run under ``torch.inference_mode``, and written to
 ``predictions.csv`` as they come. Columns: ``id`` (the image path), ``input`` (the image
 path, or "file:row" for a CSV), ``predicted``, ``score``, then one ``score_<label>`` per
-class. With true labels the result has accuracy and a confusion matrix. Published like text
-predictions (a new version of the dataset with the file, summary metadata on it).
+class (written by :mod:`clowder_ml.ml.predict_output`). With true labels the result has
+accuracy and a confusion matrix. Published like text predictions (a new version of the
+dataset with the file, summary metadata on it).
+
+``workers`` > 1: the images go through Ray Data ``map_batches`` over that many model actors
+(:mod:`clowder_ml.ml.predict_ray`, which also states how CPUs are booked); the actors decode
+them the same way, and the rows are written back in the input's order.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from clowder_ml.errors import ValidationFailed
-from clowder_ml.ml import image_models, imagedata
-from clowder_ml.ml.metrics import confusion_matrix
+from clowder_ml.ml import image_models, imagedata, predict_ray
+from clowder_ml.ml.predict_output import PredictionWriter
 from clowder_ml.tasks.context import TaskContext
 from clowder_ml.tasks.image_classification import ImagePredictParams
 from clowder_ml.tasks.text_classification import PREDICTIONS_OUTPUT
@@ -65,61 +70,83 @@ def _preprocessing(model_dir: Path) -> image_models.Preprocessing:
 
 
 def run(ctx: TaskContext) -> dict[str, Any]:
-    import torch
-
     p = ctx.params
     assert isinstance(p, ImagePredictParams)
     model_dir, model_ref = _model_dir(ctx)
-    model, id2label = image_models.load_classifier(model_dir)
     prep = _preprocessing(model_dir)
-    labels = [id2label[i] for i in range(len(id2label))]
     data = ctx.dataset()
     ex, shown = _inputs(data.path, p)
     ctx.report.event(f"predicting with {model_ref} on {len(ex)} image(s) of {data.name}")
-    out = ctx.outputs_dir / PREDICTIONS_OUTPUT
-    counts = dict.fromkeys(labels, 0)
-    y_true: list[int] = []
-    y_pred: list[int] = []
-    unknown_true = 0
+    out_path = ctx.outputs_dir / PREDICTIONS_OUTPUT
     started = time.monotonic()
-    device = torch.device("cpu")
-    fields = ["id", "input", "predicted", "score", *[f"score_{name}" for name in labels]]
-    with open(out, "w", newline="", encoding="utf-8") as fh, torch.inference_mode():
-        writer = csv.DictWriter(fh, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        for start, pixels in imagedata.iter_decoded(data.path, ex, prep.size, batch=CHUNK):
-            for b in range(0, len(pixels), p.batch_size):
-                x = imagedata.to_tensor(list(pixels[b:b + p.batch_size]), prep.mean, prep.std,
-                                        device)
-                probs = torch.softmax(model(pixel_values=x).logits.float(), dim=-1).tolist()
+    if p.workers > 1:
+        image_models.check_image_model(model_dir, "model")
+        labels = _labels_of(model_dir)
+        with PredictionWriter(out_path, labels, scored=ex.labels is not None) as out:
+            _predict_across_workers(ctx, p, data.path, ex, shown, prep, model_dir, out)
+    else:
+        import torch
+
+        model, id2label = image_models.load_classifier(model_dir)
+        labels = [id2label[i] for i in range(len(id2label))]
+        with PredictionWriter(out_path, labels, scored=ex.labels is not None) as out, \
+                torch.inference_mode():
+            for start, pixels in imagedata.iter_decoded(data.path, ex, prep.size, batch=CHUNK):
+                probs = predict_ray.image_probs(model, list(pixels), prep.mean, prep.std,
+                                                p.batch_size, torch)
                 for k, row_probs in enumerate(probs):
-                    i = start + b + k
-                    best = max(range(len(labels)), key=row_probs.__getitem__)
-                    counts[labels[best]] += 1
-                    writer.writerow({
-                        "id": ex.paths[i], "input": shown[i], "predicted": labels[best],
-                        "score": f"{row_probs[best]:.6f}",
-                        **{f"score_{name}": f"{row_probs[j]:.6f}"
-                           for j, name in enumerate(labels)}})
-                    if ex.labels is not None:
-                        truth = ex.labels[i]
-                        if truth in labels:
-                            y_true.append(labels.index(truth))
-                            y_pred.append(best)
-                        else:
-                            unknown_true += 1
-            done = start + len(pixels)
-            ctx.report.progress(done, len(ex), f"{done} images")
+                    i = start + k
+                    out.add(ex.paths[i], shown[i], row_probs,
+                            ex.labels[i] if ex.labels is not None else None)
+                done = start + len(pixels)
+                ctx.report.progress(done, len(ex), f"{done} images")
     seconds = time.monotonic() - started
-    rows = len(ex)
-    result: dict[str, Any] = {
-        "model": model_ref, "rows": rows, "labels": labels, "label_counts": counts,
-        "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds, 1) if seconds else None,
-    }
-    if ex.labels is not None:
-        scored = len(y_true) + unknown_true
-        correct = sum(t == q for t, q in zip(y_true, y_pred, strict=True))
-        result["accuracy"] = correct / scored if scored else None
-        result["confusion_matrix"] = confusion_matrix(y_true, y_pred, len(labels))
-        result["unknown_true_labels"] = unknown_true
-    return result
+    rows = out.rows
+    return {"model": model_ref, **out.summary(), "workers": p.workers,
+            "seconds": round(seconds, 3),
+            "rows_per_s": round(rows / seconds, 1) if seconds else None}
+
+
+def _labels_of(model_dir: Path) -> list[str]:
+    """The model's labels in class-index order, from its config (no weights loaded)."""
+    config = json.loads((model_dir / "config.json").read_text())
+    id2label = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
+    return [id2label[i] for i in range(len(id2label))]
+
+
+def _blocks(root: Path, ex: imagedata.ImageExamples, shown: list[str], rows: int
+            ) -> Iterator[dict[str, list[Any]]]:
+    """The images as Ray Data blocks: ``index``, ``data`` (the file's bytes: actors may run
+    on nodes without this dataset), ``id``, ``input`` and, with true labels, ``label``."""
+    for start in range(0, len(ex), rows):
+        end = min(len(ex), start + rows)
+        block: dict[str, list[Any]] = {
+            predict_ray.INDEX: list(range(start, end)),
+            "data": [(root / ex.paths[i]).read_bytes() for i in range(start, end)],
+            "id": ex.paths[start:end], "input": shown[start:end]}
+        if ex.labels is not None:
+            block["label"] = ex.labels[start:end]
+        yield block
+
+
+def _predict_across_workers(ctx: TaskContext, p: ImagePredictParams, root: Path,
+                            ex: imagedata.ImageExamples, shown: list[str],
+                            prep: image_models.Preprocessing, model_dir: Path,
+                            out: PredictionWriter) -> None:
+    def started(cpus: float, threads: int) -> None:
+        ctx.report.event(f"predicting with Ray Data map_batches on {p.workers} workers "
+                         f"({cpus:g} CPU booked, {threads} thread(s) each)")
+
+    rows = predict_ray.block_rows(p.batch_size, CHUNK)
+    for row in predict_ray.predict_across_workers(
+            _blocks(root, ex, shown, rows), predict_ray.ImagePredictor,
+            {"size": prep.size, "mean": list(prep.mean), "std": list(prep.std),
+             "batch_size": p.batch_size}, model_dir,
+            workers=p.workers, cpus=ctx.cpus,
+            runner_holds=ctx.workers == 1, batch_rows=rows, on_start=started):
+        if row["error"]:  # the first image that does not decode, as one worker reports it
+            raise ValidationFailed(row["error"], row["hint"] or None)
+        out.add(row["id"], row["input"], row[predict_ray.PROBS], row.get("label"))
+        if out.rows % CHUNK == 0:
+            ctx.report.progress(out.rows, len(ex), f"{out.rows} images")
+    ctx.report.progress(out.rows, len(ex), f"{out.rows} images")

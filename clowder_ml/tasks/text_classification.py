@@ -94,6 +94,10 @@ class FinetuneParams(TaskParams):
 
 
 class PredictParams(TaskParams):
+    # Mirrors the job's ``resources.workers`` (services.jobs.submit makes them equal): with
+    # more than one, each model actor reserves ``cpus`` and the runner none.
+    JOB_WORKERS_PARAM: ClassVar[str] = "workers"
+
     model: str = Field(min_length=1, max_length=300, description="NAME@latest, NAME/3 ...")
     text_column: str | None = Field(default=None, max_length=256,
                                     description="The model's training text column if unset")
@@ -106,9 +110,10 @@ class PredictParams(TaskParams):
     output_path: str | None = Field(default=None, max_length=1024,
                                     description="Where in the dataset the predictions go")
     workers: int = Field(
-        default=1, ge=1, le=64, description="Model workers. 1: streamed in the job's own "
-        "process (fastest on one machine); more: Ray Data map_batches over that many model "
-        "actors across the cluster, which share the job's cpus (see docs/jobs.md)")
+        default=1, ge=1, le=64, description="Model workers (the job's resources.workers). "
+        "1: streamed in the job's own process (fastest on one machine); more: Ray Data "
+        "map_batches over that many model actors, each reserving the job's cpus "
+        "(see docs/jobs.md)")
 
 
 PREDICTIONS_OUTPUT = "predictions.csv"

@@ -1,24 +1,31 @@
 """``text-classification-predict`` on the Ray node: label every row of the dataset's tables.
 
-Streamed: rows are read a chunk at a time, sorted by length inside the chunk (so batches pad
-little), run under ``torch.inference_mode``, and written to ``predictions.csv`` as they come,
-in the input's order. Columns: ``id``, ``input`` (file:row), ``predicted``, ``score``, then
-one ``score_<label>`` per class. With true labels present the result has accuracy and a
-confusion matrix.
+One worker (the default): streamed in this process. Rows are read a chunk at a time, sorted
+by length inside the chunk (so batches pad little), run under ``torch.inference_mode``, and
+written to ``predictions.csv`` as they come, in the input's order.
+
+``workers`` > 1: the same reading and checks, then Ray Data ``map_batches`` over that many
+model actors (:mod:`clowder_ml.ml.predict_ray`, which also states how CPUs are booked), the
+rows written back in the input's order. Both paths run the same inference core and the same
+writer, so they give the same predictions.
+
+Columns (:mod:`clowder_ml.ml.predict_output`): ``id``, ``input`` (file:row), ``predicted``,
+``score``, then one ``score_<label>`` per class. With true labels present the result has
+accuracy and a confusion matrix.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from clowder_ml.errors import ValidationFailed
-from clowder_ml.ml import textdata
-from clowder_ml.ml.metrics import confusion_matrix
+from clowder_ml.ml import predict_ray, textdata
 from clowder_ml.ml.models import load_classifier
+from clowder_ml.ml.predict_output import PredictionWriter
 from clowder_ml.tasks.context import TaskContext
 from clowder_ml.tasks.text_classification import (
     PREDICTIONS_OUTPUT,
@@ -36,67 +43,101 @@ def _model_dir(ctx: TaskContext) -> tuple[Path, str]:
     return model.path, model.name
 
 
-def run(ctx: TaskContext) -> dict[str, Any]:
-    import torch
+def _labels_of(model_dir: Path) -> list[str]:
+    """The model's labels in class-index order, read as ``load_classifier`` reads them but
+    without loading the weights (the actors load those)."""
+    from transformers import AutoConfig
 
+    from clowder_ml.ml.models import check_text_model
+
+    check_text_model(model_dir, "model")
+    config = AutoConfig.from_pretrained(model_dir)
+    id2label = {int(k): str(v) for k, v in config.id2label.items()}
+    return [id2label[i] for i in range(len(id2label))]
+
+
+def run(ctx: TaskContext) -> dict[str, Any]:
     p = ctx.params
     assert isinstance(p, PredictParams)
     model_dir, model_ref = _model_dir(ctx)
     trained = _training_info(model_dir)
     text_column = p.text_column or trained.get("text_column", "text")
-    model, tokenizer, id2label = load_classifier(model_dir)
-    labels = [id2label[i] for i in range(len(id2label))]
     max_length = p.max_length or int(trained.get("max_length", 128))
     data = ctx.dataset()
     tables = data_tables(data.path, p.files)
     ctx.report.event(f"predicting with {model_ref} on {len(tables)} file(s) of {data.name}")
-    out = ctx.outputs_dir / PREDICTIONS_OUTPUT
-    counts = dict.fromkeys(labels, 0)
-    y_true: list[int] = []
-    y_pred: list[int] = []
-    unknown_true = 0
-    rows = 0
     started = time.monotonic()
-    fields = ["id", "input", "predicted", "score", *[f"score_{name}" for name in labels]]
-    with open(out, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        for table in tables:
-            for batch in textdata.iter_text_rows(table, data.path, text_column, p.label_column,
-                                                 p.id_column, batch_rows=CHUNK_ROWS):
-                probs = _predict(model, tokenizer, batch.texts, p.batch_size, max_length, torch)
-                for i, row_probs in enumerate(probs):
-                    best = max(range(len(labels)), key=row_probs.__getitem__)
-                    counts[labels[best]] += 1
-                    writer.writerow({
-                        "id": batch.ids[i], "input": f"{batch.source}:{batch.rows[i]}",
-                        "predicted": labels[best], "score": f"{row_probs[best]:.6f}",
-                        **{f"score_{name}": f"{row_probs[k]:.6f}"
-                           for k, name in enumerate(labels)}})
-                    if batch.labels is not None:
-                        truth = batch.labels[i]
-                        if truth in labels:
-                            y_true.append(labels.index(truth))
-                            y_pred.append(best)
-                        else:
-                            unknown_true += 1
-                rows += len(batch.texts)
-                ctx.report.progress(rows, None, f"{rows} rows")
+    if p.workers > 1:
+        labels = _labels_of(model_dir)
+        with PredictionWriter(ctx.outputs_dir / PREDICTIONS_OUTPUT, labels,
+                              scored=p.label_column is not None) as out:
+            _predict_across_workers(ctx, p, tables, data.path, text_column, max_length,
+                                    model_dir, out)
+    else:
+        import torch
+
+        model, tokenizer, id2label = load_classifier(model_dir)
+        labels = [id2label[i] for i in range(len(id2label))]
+        with PredictionWriter(ctx.outputs_dir / PREDICTIONS_OUTPUT, labels,
+                              scored=p.label_column is not None) as out:
+            for table in tables:
+                for batch in textdata.iter_text_rows(table, data.path, text_column,
+                                                     p.label_column, p.id_column,
+                                                     batch_rows=CHUNK_ROWS):
+                    probs = _predict(model, tokenizer, batch.texts, p.batch_size, max_length,
+                                     torch)
+                    for i, row_probs in enumerate(probs):
+                        out.add(batch.ids[i], f"{batch.source}:{batch.rows[i]}", row_probs,
+                                batch.labels[i] if batch.labels is not None else None)
+                    ctx.report.progress(out.rows, None, f"{out.rows} rows")
     seconds = time.monotonic() - started
-    result: dict[str, Any] = {
-        "model": model_ref, "rows": rows, "labels": labels, "label_counts": counts,
-        "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds, 1) if seconds else None,
-    }
-    if p.label_column is not None:
-        scored = len(y_true) + unknown_true
-        correct = sum(t == q for t, q in zip(y_true, y_pred, strict=True))
-        result["accuracy"] = correct / scored if scored else None
-        result["confusion_matrix"] = confusion_matrix(y_true, y_pred, len(labels))
-        result["unknown_true_labels"] = unknown_true
+    summary = out.summary()
+    rows = summary["rows"]
     if rows == 0:
         raise ValidationFailed(f"No rows to predict in {data.name}.",
                                "Check the files param and the dataset's contents.")
-    return result
+    return {"model": model_ref, **summary, "workers": p.workers, "seconds": round(seconds, 3),
+            "rows_per_s": round(rows / seconds, 1) if seconds else None}
+
+
+def _blocks(tables: list[Path], root: Path, text_column: str, p: PredictParams
+            ) -> Iterator[dict[str, list[Any]]]:
+    """The rows of ``tables`` as Ray Data blocks (columns ``index``, ``text``, ``id``,
+    ``input`` and, with a label column, ``label``), read and checked by
+    :func:`textdata.iter_text_rows` (its errors name file, row and column)."""
+    index = 0
+    rows = predict_ray.block_rows(p.batch_size, CHUNK_ROWS)
+    for table in tables:
+        for batch in textdata.iter_text_rows(table, root, text_column, p.label_column,
+                                             p.id_column, batch_rows=rows):
+            block: dict[str, list[Any]] = {
+                predict_ray.INDEX: list(range(index, index + len(batch))),
+                "text": batch.texts, "id": batch.ids,
+                "input": [f"{batch.source}:{r}" for r in batch.rows]}
+            if batch.labels is not None:
+                block["label"] = batch.labels
+            index += len(batch)
+            yield block
+
+
+def _predict_across_workers(ctx: TaskContext, p: PredictParams, tables: list[Path],
+                            root: Path, text_column: str, max_length: int, model_dir: Path,
+                            out: PredictionWriter) -> None:
+    def started(cpus: float, threads: int) -> None:
+        ctx.report.event(f"predicting with Ray Data map_batches on {p.workers} workers "
+                         f"({cpus:g} CPU booked, {threads} thread(s) each)")
+
+    for n, row in enumerate(predict_ray.predict_across_workers(
+            _blocks(tables, root, text_column, p), predict_ray.TextPredictor,
+            {"batch_size": p.batch_size, "max_length": max_length}, model_dir,
+            workers=p.workers, cpus=ctx.cpus,
+            runner_holds=ctx.workers == 1,
+            batch_rows=predict_ray.block_rows(p.batch_size, CHUNK_ROWS), on_start=started),
+            start=1):
+        out.add(row["id"], row["input"], row[predict_ray.PROBS], row.get("label"))
+        if n % CHUNK_ROWS == 0:
+            ctx.report.progress(n, None, f"{n} rows")
+    ctx.report.progress(out.rows, None, f"{out.rows} rows")
 
 
 def _training_info(model_dir: Path) -> dict[str, Any]:
@@ -110,15 +151,6 @@ def _training_info(model_dir: Path) -> dict[str, Any]:
 
 def _predict(model: Any, tokenizer: Any, texts: list[str], batch_size: int, max_length: int,
              torch: Any) -> list[list[float]]:
-    """Class probabilities per text, in the given order (computed in length order)."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    probs: list[list[float]] = [[] for _ in texts]
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length,
-                            padding=True, return_tensors="pt")
-            logits = model(**enc).logits.float()
-            for i, row in zip(idx, torch.softmax(logits, dim=-1).tolist(), strict=True):
-                probs[i] = row
-    return probs
+    """Class probabilities per text, in the given order (computed in length order); the
+    core both paths share (:func:`clowder_ml.ml.predict_ray.text_probs`)."""
+    return predict_ray.text_probs(model, tokenizer, texts, batch_size, max_length, torch)
