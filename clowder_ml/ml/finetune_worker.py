@@ -149,7 +149,7 @@ def train_worker_ray(config: dict[str, Any]) -> None:
     folder and writes ``train_result.json``.
 
     A lost worker raises nothing here (its process is gone) and the other ranks' next
-    collective raises ``train_loop.CollectiveFailed``, which is not recorded as a failure of
+    collective raises ``data_parallel.CollectiveFailed``, which is not recorded as a failure of
     the training: Ray Train stops the group and restarts it (``FailureConfig.max_failures``),
     and every rank resumes from the newest checkpoint. A failure of the training itself
     (recorded in ``error.json``) on one of several ranks is raised, so that Ray Train stops

@@ -39,7 +39,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import _remove_duplicate_names, load_model, save_file, save_model
 
-from clowder_ml.ml import determinism
+from clowder_ml.ml import data_parallel, determinism
 from clowder_ml.ml.metrics import accuracy, confusion_matrix, macro_f1
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -567,132 +567,6 @@ def _device(model: torch.nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
-# --------------------------------------------------------------------------- data parallel
-
-
-class CollectiveFailed(Exception):
-    """A collective of a data-parallel run failed: almost always another rank died (gloo and
-    NCCL then raise a plain ``RuntimeError``, e.g. "Connection reset by peer").
-
-    Deliberately neither a ``RuntimeError`` nor a ``ClowderMLError``: it is not a failure of
-    the training itself, so the worker must not record it as one (``finetune_worker``); it
-    ends the worker so that Ray Train restarts the group, which resumes from the newest
-    checkpoint. It never reaches a user.
-    """
-
-
-@contextlib.contextmanager
-def _collective(what: str) -> Iterator[None]:
-    try:
-        yield
-    except RuntimeError as exc:
-        raise CollectiveFailed(f"{what} failed (another worker lost?): "
-                               f"{str(exc).strip()[:300]}") from exc
-
-
-@dataclass(frozen=True)
-class _Group:
-    """This process's place in a data-parallel run of ``world`` > 1 ranks.
-
-    ``comm`` is where collective tensors live: the model's device for NCCL, the CPU for
-    gloo (and any other backend)."""
-
-    rank: int
-    world: int
-    comm: torch.device
-
-
-def _process_group(device: torch.device) -> _Group | None:
-    """The initialised default process group, or None (no group, or a group of one: the
-    single-process code path, unchanged)."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()):
-        return None
-    world = dist.get_world_size()
-    if world <= 1:
-        return None
-    comm = device if dist.get_backend() == "nccl" else torch.device("cpu")
-    return _Group(rank=dist.get_rank(), world=world, comm=comm)
-
-
-def _rank_seed(seed: int, rank: int) -> int:
-    """The seed of rank ``rank`` > 0 (rank 0 uses ``seed``): distinct dropout draws per rank,
-    derived by hashing so that (seed, rank) pairs do not collide with other seeds."""
-    digest = hashlib.sha256(f"clowder-ml/rank-seed/{seed}/{rank}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & (2**31 - 1)
-
-
-def _broadcast_int(g: _Group, value: int) -> int:
-    """Rank 0's ``value`` on every rank."""
-    t = torch.tensor([value], dtype=torch.int64, device=g.comm)
-    with _collective("broadcast"):
-        torch.distributed.broadcast(t, src=0)
-    return int(t.item())
-
-
-def _any_rank(g: _Group, flag: bool) -> bool:
-    """True on every rank if ``flag`` is True on any rank."""
-    t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=g.comm)
-    with _collective("all_reduce"):
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item())
-
-
-@torch.no_grad()
-def _broadcast_model(g: _Group, model: torch.nn.Module) -> None:
-    """Make every rank's weights rank 0's (a guard: ranks seeded alike already agree)."""
-    for t in model.state_dict().values():  # the same order on every rank
-        buf = t if t.device == g.comm else t.to(g.comm)
-        with _collective("broadcast of the initial weights"):
-            torch.distributed.broadcast(buf, src=0)
-        if buf is not t:
-            t.copy_(buf)
-
-
-@torch.no_grad()
-def _all_reduce_grads(g: _Group, params: list[torch.nn.Parameter], step_loss: float) -> float:
-    """Sum the gradients (and ``step_loss``) of all ranks, in place; return the summed loss.
-
-    One flat buffer per dtype, parameters in ``named_parameters`` order, so the collective is
-    the same on every rank and, for a fixed world size, bit-reproducible. A rank with no
-    gradient for a parameter (an empty shard) contributes zeros; a parameter no rank has a
-    gradient for keeps ``grad=None``, so AdamW skips it exactly as in a single process.
-    """
-    dist = torch.distributed
-    meta = torch.tensor([step_loss] + [0.0 if p.grad is None else 1.0 for p in params],
-                        dtype=torch.float64, device=g.comm)
-    with _collective("gradient all_reduce"):
-        dist.all_reduce(meta)
-    present = [bool(x > 0) for x in meta[1:].tolist()]
-    by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
-    for p, has in zip(params, present, strict=True):
-        if has:
-            by_dtype.setdefault(p.dtype, []).append(p)
-    for group in by_dtype.values():
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                          for p in group]).to(g.comm)
-        with _collective("gradient all_reduce"):
-            dist.all_reduce(flat)
-        offset = 0
-        for p in group:
-            n = p.numel()
-            summed = flat[offset:offset + n].view_as(p).to(p.device)
-            if p.grad is None:
-                p.grad = summed.clone()
-            else:
-                p.grad.copy_(summed)
-            offset += n
-    return float(meta[0].item())
-
-
-def _gather_rng(g: _Group) -> list[dict[str, Any]]:
-    """Every rank's RNG states, by rank (a collective: all ranks call it at the same step)."""
-    states: list[Any] = [None] * g.world
-    with _collective("all_gather of RNG states"):
-        torch.distributed.all_gather_object(states, determinism.rng_state())
-    return [dict(s) for s in states]
-
-
 # --------------------------------------------------------------------------- train
 
 
@@ -751,7 +625,7 @@ def train(
     if n_train == 0:
         raise ValueError("train: empty training data")
     device = _device(model)
-    dp = _process_group(device)  # data-parallel group; None: one process, as before
+    dp = data_parallel.process_group(device)  # data-parallel group; None: one process, as before
     is_rank0 = dp is None or dp.rank == 0
     if not is_rank0:
         on_metrics = None  # rank 0 reports for the run
@@ -783,7 +657,7 @@ def train(
             # Rank 0's choice for all: a rank that listed the folder a moment earlier or later
             # must not resume from another step (no checkpoint is written before the first
             # step, which needs every rank, so the chosen one still exists when loaded).
-            step = _broadcast_int(dp, existing[-1][0] if existing else -1)
+            step = data_parallel.broadcast_int(dp, existing[-1][0] if existing else -1)
             if step >= 0:
                 chosen = dict(existing).get(step)
                 if chosen is None:
@@ -795,9 +669,9 @@ def train(
                                             dp.rank, dp.world)
     if resumed_from is None:
         if dp is not None:
-            _broadcast_model(dp, model)
+            data_parallel.broadcast_model(dp, model)
         determinism.seed_all(params.seed if is_rank0 or dp is None
-                             else _rank_seed(params.seed, dp.rank))
+                             else data_parallel.rank_seed(params.seed, dp.rank))
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     samples_this_call = 0
@@ -822,7 +696,7 @@ def train(
 
     def save_checkpoint() -> None:
         """Checkpoint now (a collective under data parallelism: every rank calls it)."""
-        rank_rng = _gather_rng(dp) if dp is not None else None
+        rank_rng = data_parallel.gather_rng(dp) if dp is not None else None
         if writer is not None:
             if rank_rng is None:
                 writer.save(model, optimizer, progress, params, n_train, schedule)
@@ -867,7 +741,7 @@ def train(
                     loss.backward()
                     step_loss += float(loss.detach())
                 if dp is not None:
-                    step_loss = _all_reduce_grads(dp, trainable, step_loss)
+                    step_loss = data_parallel.all_reduce_grads(dp, trainable, step_loss)
                 if params.max_grad_norm is not None and params.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
                 optimizer.step()
@@ -901,7 +775,7 @@ def train(
                     last_ckpt_step = progress.global_step
                 stop = should_stop is not None and should_stop()
                 if dp is not None:  # all ranks stop at the same step, or they deadlock
-                    stop = _any_rank(dp, stop)
+                    stop = data_parallel.any_rank(dp, stop)
                 if stop:
                     interrupted = True
                     break
@@ -918,7 +792,7 @@ def train(
                     run_eval()
                     _update_early_stopping(progress, params)
                 if dp is not None:
-                    progress.stopped_early = bool(_broadcast_int(dp,
+                    progress.stopped_early = bool(data_parallel.broadcast_int(dp,
                                                                  int(progress.stopped_early)))
             progress.epoch += 1
             progress.step_in_epoch = 0

@@ -24,8 +24,9 @@ from safetensors.torch import load_file
 from transformers import BertConfig, BertForSequenceClassification
 
 from clowder_ml.ml import determinism
+from clowder_ml.ml.data_parallel import CollectiveFailed
 from clowder_ml.ml.finetune_worker import ERROR_FILE, train_or_record_failure
-from clowder_ml.ml.train_loop import CollectiveFailed, TrainParams, save_weights, train
+from clowder_ml.ml.train_loop import TrainParams, save_weights, train
 
 WORLD = 2
 STOP_AT = 3
