@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -55,3 +56,20 @@ class JobsApi:
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         return list(self.http.get(f"/api/v1/jobs/{job_id}/events").json())
+
+
+def worker_pid(job_id: str, module: str) -> int | None:
+    """The pid of the job's training worker (``python -m MODULE ...`` started for the job,
+    found by the job id in its environment), or None."""
+    needle = f"CLOWDER_ML_JOB_ID={job_id}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+            if module.encode() in cmd and \
+                    needle in (entry / "environ").read_bytes().split(b"\0"):
+                return int(entry.name)
+        except OSError:
+            continue
+    return None

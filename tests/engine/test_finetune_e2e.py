@@ -18,7 +18,7 @@ import pytest
 from clowder_ml.engine.ray_cluster import EmbeddedRayHead
 from tests.conftest import ServerProcess
 from tests.engine.conftest import engine_env, kill_runners
-from tests.engine.jobs_helpers import JobsApi
+from tests.engine.jobs_helpers import JobsApi, worker_pid
 from tests.engine.test_jobs_e2e import cli
 
 pytestmark = pytest.mark.timeout(600)
@@ -111,18 +111,7 @@ def test_finetune_then_predict_through_the_cli(ml: tuple[ServerProcess, JobsApi]
 
 
 def _worker_pid(job_id: str) -> int | None:
-    needle = f"CLOWDER_ML_JOB_ID={job_id}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes()
-            if b"clowder_ml.ml.finetune_worker" in cmd and \
-                    needle in (entry / "environ").read_bytes().split(b"\0"):
-                return int(entry.name)
-        except OSError:
-            continue
-    return None
+    return worker_pid(job_id, "clowder_ml.ml.finetune_worker")
 
 
 def test_reruns_are_bit_identical_and_a_killed_worker_resumes_to_the_same_weights(

@@ -10,7 +10,6 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from PIL import Image
 from clowder_ml.engine.ray_cluster import EmbeddedRayHead
 from tests.conftest import ServerProcess
 from tests.engine.conftest import engine_env, kill_runners
-from tests.engine.jobs_helpers import JobsApi
+from tests.engine.jobs_helpers import JobsApi, worker_pid
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -98,19 +97,7 @@ RESUME_PARAMS = {"model_name": "resumed", "image_size": 64, "epochs": 100, "max_
 
 
 def _worker_pid(job_id: str) -> int | None:
-    """The job's image training worker process (``python -m clowder_ml.ml.image_worker``)."""
-    needle = f"CLOWDER_ML_JOB_ID={job_id}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes()
-            if b"clowder_ml.ml.image_worker" in cmd and \
-                    needle in (entry / "environ").read_bytes().split(b"\0"):
-                return int(entry.name)
-        except OSError:
-            continue
-    return None
+    return worker_pid(job_id, "clowder_ml.ml.image_worker")
 
 
 def test_a_killed_image_worker_resumes_to_the_same_weights(

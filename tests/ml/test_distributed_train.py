@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from clowder_ml.ml import determinism
 from clowder_ml.ml.data_parallel import CollectiveFailed
 from clowder_ml.ml.finetune_worker import ERROR_FILE, train_or_record_failure
 from clowder_ml.ml.train_loop import TrainParams, save_weights, train
+from tests.ml.test_train_loop import make_data
 
 WORLD = 2
 STOP_AT = 3
@@ -35,35 +35,6 @@ STOP_AT = 3
 # epoch has one example (so rank 1's shard is empty there); checkpoints every 2 steps.
 PARAMS = TrainParams(epochs=2, learning_rate=5e-4, batch_size=7, gradient_accumulation=2,
                      warmup_steps=2, seed=3, checkpoint_every_steps=2, log_every_steps=1)
-
-
-class FakeData:
-    """In-memory data source with the protocol of the Arrow-backed one."""
-
-    def __init__(self, ids: list[list[int]], labels: list[int]) -> None:
-        self.ids, self.labels = ids, labels
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def batch(self, indices: list[int]) -> dict[str, list[Any]]:
-        return {
-            "input_ids": [list(self.ids[i]) for i in indices],
-            "attention_mask": [[1] * len(self.ids[i]) for i in indices],
-            "label": [self.labels[i] for i in indices],
-        }
-
-
-def make_data(n: int, seed: int) -> FakeData:
-    """Separable: class c uses only tokens from its own range; lengths 3..12; pad id 0."""
-    rng = random.Random(seed)
-    ids, labels = [], []
-    for i in range(n):
-        c = i % 3
-        length = rng.randint(3, 12)
-        ids.append([1] + [rng.randrange(4 + 30 * c, 34 + 30 * c) for _ in range(length - 1)])
-        labels.append(c)
-    return FakeData(ids, labels)
 
 
 def make_model(seed: int, dropout: float) -> BertForSequenceClassification:
