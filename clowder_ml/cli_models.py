@@ -22,7 +22,7 @@ def _metrics(m: dict[str, Any]) -> str:
 
 @models_app.command("ls")
 def models_ls(as_json: JsonOpt = False) -> None:
-    """Your models (all, for an admin)."""
+    """Models you own or that are shared with you (all, for an admin)."""
     from clowder_ml.cli import _client, _print_json, _run, console
 
     rows = _run(lambda: _client().list_models())
