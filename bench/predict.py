@@ -6,7 +6,7 @@ One process, one model folder, the same texts for every side:
 - the folder: the built-in ``minilm-l6`` (all-MiniLM-L6-v2) with a fresh 2-label head,
   saved with ``save_pretrained(..., safe_serialization=True)`` and its tokenizer into a temp
   folder (no fine-tuning: throughput does not depend on the head's weights).
-- ours: ``clowder_ml.tasks.text_predict._predict`` (the predict task's inference core: texts
+- ours: ``clowder_ml.ml.predict_ray.text_probs`` (the predict task's inference core: texts
   sorted by length so each batch pads little, ``torch.inference_mode``, softmax), on the
   model and tokenizer loaded by ``clowder_ml.ml.models.load_classifier`` (what the task uses).
 - pipeline: ``transformers.pipeline("text-classification", model=folder, tokenizer=folder,
@@ -86,7 +86,7 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 def profile_ours(model: Any, tokenizer: Any, texts: list[str], batch_size: int,
                  max_length: int, torch: Any) -> dict[str, float]:
     """Seconds spent in tokenization, forward and the rest, for the same loop as
-    ``_predict`` (length-sorted, inference_mode); plus the padding both sides compute."""
+    ``text_probs`` (length-sorted, inference_mode); plus the padding both sides compute."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     tok_s = fwd_s = post_s = 0.0
     padded = 0
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     from clowder_ml.ml.models import load_classifier
-    from clowder_ml.tasks.text_predict import _predict
+    from clowder_ml.ml.predict_ray import text_probs
 
     folder = Path(tempfile.mkdtemp(prefix="cml-predict-bench-"))
     try:
@@ -158,14 +158,14 @@ def main(argv: list[str] | None = None) -> int:
                         device=-1)
 
         def ours() -> Any:
-            return _predict(model, tokenizer, texts, bs, ml, torch)
+            return text_probs(model, tokenizer, texts, bs, ml, torch)
 
         def piped() -> Any:
             return pipe(texts, batch_size=bs, truncation=True, max_length=ml, top_k=None)
 
         log(f"{args.n} texts, batch {bs}, max_length {ml}, {torch.get_num_threads()} "
             f"thread(s); warm-up")
-        _predict(model, tokenizer, texts[:bs * 2], bs, ml, torch)
+        text_probs(model, tokenizer, texts[:bs * 2], bs, ml, torch)
         pipe(texts[:bs * 2], batch_size=bs, truncation=True, max_length=ml, top_k=None)
         ours_s: list[float] = []
         pipe_s: list[float] = []
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         met = ratio >= 1.5
         log("")
         log(f"{'':40s} {'best s':>8s} {'texts/s':>9s}")
-        log(f"  {'ours (_predict, length-sorted)':38s} {best_o:8.2f} {o_tps:9.1f}")
+        log(f"  {'ours (text_probs, length-sorted)':38s} {best_o:8.2f} {o_tps:9.1f}")
         log(f"  {'pipeline(list, batch_size)':38s} {best_p:8.2f} {p_tps:9.1f}")
         if naive_tps is not None:
             log(f"  {f'pipeline per text (first {args.naive_n})':38s} {'':8s} "

@@ -68,7 +68,7 @@ def _version(s: Session, item: dict[str, Any]) -> DatasetVersion:
 
 
 def _model_input(s: Session, item: dict[str, Any]) -> RunnerInput:
-    version = s.get(ModelVersion, jobs.model_version_id(item["ref"]))
+    version = s.get(ModelVersion, models.model_version_id(item["ref"]))
     if version is None:
         raise NotFound(f"Input model {item.get('mount')!r} version {item['version']} no "
                        "longer exists.", "It was deleted after the job was submitted.")
@@ -106,7 +106,7 @@ def can_read_blob(s: Session, job: Job, sha256: str) -> bool:
     for item in job.spec.get("inputs", []):
         if item["kind"] == "model":
             hit = s.scalar(select(ModelFile.path).where(
-                ModelFile.version_id == jobs.model_version_id(item["ref"]),
+                ModelFile.version_id == models.model_version_id(item["ref"]),
                 ModelFile.sha256 == sha256).limit(1))
             if hit is not None:
                 return True

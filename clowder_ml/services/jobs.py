@@ -25,7 +25,6 @@ from clowder_ml.services import datasets, model_lineage, models
 from clowder_ml.tasks.registry import BUILTIN_MODELS, TaskDef, TaskParams, TaskRegistry
 
 ID_PREFIX = "job_"
-MODEL_VERSION_PREFIX = "mv_"  # a pinned model input's ref: mv_<version row id>
 
 
 def create(s: Session, owner: User, spec: JobSpec) -> Job:
@@ -47,7 +46,7 @@ def _pin(s: Session, user: User, item: InputRef) -> InputRef:
     if item.kind == "model":
         mv = models.resolve(s, user, item.ref)
         return item.model_copy(update={
-            "ref": f"{MODEL_VERSION_PREFIX}{mv.id}", "version": mv.number,
+            "ref": f"{models.MODEL_VERSION_PREFIX}{mv.id}", "version": mv.number,
             "mount": item.mount or models.model_of(s, mv).name})
     ds = datasets.resolve(s, user, item.ref)
     version = datasets.get_version(s, ds, item.version)
@@ -60,11 +59,6 @@ def _pin(s: Session, user: User, item: InputRef) -> InputRef:
         datasets.get_file(s, ds, item.path, version.number)
     return item.model_copy(update={"ref": ds.id, "version": version.number,
                                    "mount": item.mount or ds.name})
-
-
-def model_version_id(ref: str) -> int:
-    """The row id in a pinned model input's ref (``mv_<id>``)."""
-    return int(ref.removeprefix(MODEL_VERSION_PREFIX))
 
 
 def _agree_on_workers(task: TaskDef, spec: JobSpec, params: TaskParams

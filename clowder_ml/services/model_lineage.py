@@ -25,7 +25,7 @@ def link_inputs(s: Session, job: Job) -> None:
         if item.get("kind") not in ("dataset", "file", "model") or not item.get("version"):
             continue
         kind = "model" if item["kind"] == "model" else "dataset"
-        ref = str(item["ref"]).removeprefix("mv_")
+        ref = str(models.model_version_id(item["ref"])) if kind == "model" else str(item["ref"])
         key = (kind, ref, int(item["version"]))
         if key not in seen:
             seen.add(key)

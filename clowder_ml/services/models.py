@@ -44,6 +44,7 @@ from clowder_ml.errors import Conflict, NotFound, PermissionDenied, ValidationFa
 from clowder_ml.services.datasets import validate_name
 
 ID_PREFIX = "mdl_"
+MODEL_VERSION_PREFIX = "mv_"  # a pinned model input's ref: mv_<version row id>
 MODEL_PREFIX = "model/"  # where a fine-tune job writes the model folder in its outputs
 REF_RE = re.compile(r"^(?:(?P<owner>[^:/@]+):)?(?P<name>[^:/@]+)"
                     r"(?:(?:@(?P<alias>[A-Za-z0-9._-]+))|(?:/(?P<number>\d{1,9})))?$")
@@ -86,6 +87,11 @@ def check_alias_name(alias: str) -> str:
     if alias == LATEST:
         raise ValidationFailed("'latest' always names the newest version; it cannot be set.")
     return alias
+
+
+def model_version_id(ref: str) -> int:
+    """The row id in a pinned model input's ref (``mv_<id>``)."""
+    return int(ref.removeprefix(MODEL_VERSION_PREFIX))
 
 
 def _not_found(ref: str) -> NotFound:
@@ -256,7 +262,7 @@ def register_from_job(s: Session, job: Job, name: str, result: Mapping[str, Any]
         raise ValidationFailed("The job produced no model/model.safetensors to register.")
     model = model_for_new_version(s, job.owner_id, name)
     spec = job.spec
-    parent_id = next((int(str(i["ref"]).removeprefix("mv_")) for i in spec.get("inputs", [])
+    parent_id = next((model_version_id(str(i["ref"])) for i in spec.get("inputs", [])
                       if i.get("kind") == "model"), None)
     if parent_id is not None and s.get(ModelVersion, parent_id) is None:
         parent_id = None  # deleted since

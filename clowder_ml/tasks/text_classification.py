@@ -9,8 +9,6 @@ and is imported only there.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -189,15 +187,6 @@ def publish_predict(s: Session, platform: Platform, job: Job, result: dict[str, 
     model_lineage.link_output_dataset(s, job, ds.id, version.number)
     return {**result, "predictions": {"dataset": item["ref"], "version": version.number,
                                       "path": path, "sha256": out.sha256}}
-
-
-def csv_text(rows: list[dict[str, Any]], fields: list[str]) -> str:
-    """Rows as CSV text (used by the predict task and its tests)."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 TASKS = (

@@ -217,11 +217,10 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     how = launch.choose(p.launcher, workers, p.use_gpu)
     # Per worker: with W > 1 workers each reserves the job's cpus (see Resources).
     threads = reserved_threads(ctx.cpus)
-    with contextlib.ExitStack() as stack:
-        # The local worker imports PyTorch and transformers while the data is prepared.
-        worker = stack.enter_context(launch.LocalWorker(shared / "worker.json",
-                                                        warm=str(base_dir))) \
-            if how == "local" else None
+    # The local worker imports PyTorch and transformers while the data is prepared.
+    early = launch.LocalWorker(shared / "worker.json", warm=str(base_dir)) \
+        if how == "local" else None
+    with early if early is not None else contextlib.nullcontext() as worker:
         prep = _prepare(ctx, p, base_dir, base_ref)
         total = launch.total_steps(p, prep.n_train)
         config = {

@@ -84,8 +84,8 @@ def run(ctx: TaskContext) -> dict[str, Any]:
                 for batch in textdata.iter_text_rows(table, data.path, text_column,
                                                      p.label_column, p.id_column,
                                                      batch_rows=CHUNK_ROWS):
-                    probs = _predict(model, tokenizer, batch.texts, p.batch_size, max_length,
-                                     torch)
+                    probs = predict_ray.text_probs(model, tokenizer, batch.texts,
+                                                   p.batch_size, max_length, torch)
                     for i, row_probs in enumerate(probs):
                         out.add(batch.ids[i], f"{batch.source}:{batch.rows[i]}", row_probs,
                                 batch.labels[i] if batch.labels is not None else None)
@@ -147,10 +147,3 @@ def _training_info(model_dir: Path) -> dict[str, Any]:
         return info
     except (OSError, ValueError):
         return {}
-
-
-def _predict(model: Any, tokenizer: Any, texts: list[str], batch_size: int, max_length: int,
-             torch: Any) -> list[list[float]]:
-    """Class probabilities per text, in the given order (computed in length order); the
-    core both paths share (:func:`clowder_ml.ml.predict_ray.text_probs`)."""
-    return predict_ray.text_probs(model, tokenizer, texts, batch_size, max_length, torch)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from clowder_ml.engine.ray_backend import RayJobsBackend
 from clowder_ml.engine.ray_cluster import EmbeddedRayHead
+
+if TYPE_CHECKING:
+    from tests.conftest import ServerProcess
+    from tests.engine.jobs_helpers import JobsApi
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +58,28 @@ def engine_env(head: EmbeddedRayHead, cache_dir: Path, **extra: str) -> dict[str
         "PYTHONPATH": os.pathsep.join([str(TASKS_DIR), os.environ.get("PYTHONPATH", "")]),
         **extra,
     }
+
+
+@contextlib.contextmanager
+def engine_server(head: EmbeddedRayHead, base: Path,
+                  datasets: dict[str, dict[str, bytes]] | None = None,
+                  ) -> Iterator[tuple[ServerProcess, JobsApi]]:
+    """A server on the shared head (data and node cache under ``base``) with a logged-in
+    client and ``datasets`` uploaded (name -> path -> bytes). On exit the server stops and
+    any runner still calling it is killed."""
+    from tests.conftest import ServerProcess
+    from tests.engine.jobs_helpers import JobsApi
+
+    srv = ServerProcess(base / "data", env=engine_env(head, base / "cache"))
+    srv.start()
+    try:
+        api = JobsApi(srv.url, srv.token())
+        for name, files in (datasets or {}).items():
+            api.dataset(name, files)
+        yield srv, api
+    finally:
+        srv.stop()
+        kill_runners(srv.url)
 
 
 def kill_runners(api_url: str) -> None:

@@ -14,7 +14,7 @@ from clowder_ml.engine.ray_cluster import EmbeddedRayHead
 from clowder_ml.errors import SandboxUnavailable
 from clowder_ml.sandbox import get_sandbox
 from tests.conftest import ServerProcess
-from tests.engine.conftest import engine_env, kill_runners
+from tests.engine.conftest import engine_server
 from tests.engine.jobs_helpers import TERMINAL, JobsApi
 
 pytestmark = pytest.mark.timeout(300)
@@ -71,15 +71,11 @@ def server(ray_head: EmbeddedRayHead, tmp_path_factory: pytest.TempPathFactory
         get_sandbox()
     except SandboxUnavailable as exc:  # pragma: no cover - depends on the machine
         pytest.skip(f"gVisor sandbox unavailable: {exc}")
-    base = tmp_path_factory.mktemp("custom-script")
-    srv = ServerProcess(base / "data", env=engine_env(ray_head, base / "cache"))
-    srv.start()
-    api = JobsApi(srv.url, srv.token())
-    api.dataset("mydata", {"train.py": TRAIN_PY, "broken.py": BROKEN_PY, "slow.py": SLOW_PY,
-                           "train.csv": b"text,label\na,1\nb,0\nc,1\n"})
-    yield srv, api
-    srv.stop()
-    kill_runners(srv.url)
+    files = {"train.py": TRAIN_PY, "broken.py": BROKEN_PY, "slow.py": SLOW_PY,
+             "train.csv": b"text,label\na,1\nb,0\nc,1\n"}
+    with engine_server(ray_head, tmp_path_factory.mktemp("custom-script"),
+                       {"mydata": files}) as served:
+        yield served
 
 
 def test_a_train_script_becomes_a_model_version(server: tuple[ServerProcess, JobsApi]

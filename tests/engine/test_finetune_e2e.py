@@ -17,7 +17,7 @@ import pytest
 
 from clowder_ml.engine.ray_cluster import EmbeddedRayHead
 from tests.conftest import ServerProcess
-from tests.engine.conftest import engine_env, kill_runners
+from tests.engine.conftest import engine_server
 from tests.engine.jobs_helpers import JobsApi, worker_pid
 from tests.engine.test_jobs_e2e import cli
 
@@ -44,14 +44,9 @@ def reviews_csv(n: int = 48, seed: int = 0) -> bytes:
 @pytest.fixture(scope="module")
 def ml(ray_head: EmbeddedRayHead, tmp_path_factory: pytest.TempPathFactory
        ) -> Iterator[tuple[ServerProcess, JobsApi]]:
-    base = tmp_path_factory.mktemp("ml")
-    srv = ServerProcess(base / "data", env=engine_env(ray_head, base / "cache"))
-    srv.start()
-    api = JobsApi(srv.url, srv.token())
-    api.dataset("reviews", {"train.csv": reviews_csv()})
-    yield srv, api
-    srv.stop()
-    kill_runners(srv.url)
+    with engine_server(ray_head, tmp_path_factory.mktemp("ml"),
+                       {"reviews": {"train.csv": reviews_csv()}}) as served:
+        yield served
 
 
 def finetune(api: JobsApi, **overrides: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from clowder_ml.engine.ray_cluster import EmbeddedRayHead
 from tests.conftest import ServerProcess
-from tests.engine.conftest import engine_env, kill_runners
+from tests.engine.conftest import engine_server
 from tests.engine.jobs_helpers import JobsApi, worker_pid
 
 pytestmark = pytest.mark.timeout(300)
@@ -44,14 +44,9 @@ def pictures(n: int = 12) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def images(ray_head: EmbeddedRayHead, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[ServerProcess, JobsApi]]:
-    base = tmp_path_factory.mktemp("images")
-    srv = ServerProcess(base / "data", env=engine_env(ray_head, base / "cache"))
-    srv.start()
-    api = JobsApi(srv.url, srv.token())
-    api.dataset("pictures", pictures())
-    yield srv, api
-    srv.stop()
-    kill_runners(srv.url)
+    with engine_server(ray_head, tmp_path_factory.mktemp("images"),
+                       {"pictures": pictures()}) as served:
+        yield served
 
 
 def finetune(api: JobsApi, dataset: str, **overrides: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 
 from clowder_ml.engine.ray_cluster import EmbeddedRayHead
 from tests.conftest import ServerProcess
-from tests.engine.conftest import engine_env, kill_runners
+from tests.engine.conftest import engine_server
 from tests.engine.jobs_helpers import JobsApi
 from tests.engine.test_finetune_e2e import reviews_csv
 from tests.engine.test_image_e2e import pictures
@@ -32,13 +32,8 @@ IMAGE = {"model_name": "tiny-cnn", "base_model": "small-cnn", "image_size": 16, 
 @pytest.fixture(scope="module")
 def served(ray_head: EmbeddedRayHead, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[ServerProcess, JobsApi]]:
-    base = tmp_path_factory.mktemp("predict-ray")
-    srv = ServerProcess(base / "data", env=engine_env(ray_head, base / "cache"))
-    srv.start()
-    api = JobsApi(srv.url, srv.token())
-    yield srv, api
-    srv.stop()
-    kill_runners(srv.url)
+    with engine_server(ray_head, tmp_path_factory.mktemp("predict-ray")) as served_:
+        yield served_
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ entrypoint: were the runner to hold 1 CPU, the second worker would wait forever.
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Iterator
 
 import pytest
@@ -19,8 +18,9 @@ from clowder_ml.engine.ray_backend import ClusterResources
 from clowder_ml.engine.ray_cluster import EmbeddedRayHead
 from clowder_ml.engine.spec import JobSpec
 from tests.conftest import ServerProcess
-from tests.engine.conftest import engine_env, kill_runners
+from tests.engine.conftest import engine_server
 from tests.engine.jobs_helpers import JobsApi
+from tests.engine.test_finetune_e2e import reviews_csv
 from tests.engine.test_jobs_e2e import cli
 
 TASK = "text-classification-finetune"
@@ -60,27 +60,12 @@ def test_feasibility_counts_every_worker() -> None:
 # --------------------------------------------------------------------------- end to end
 
 
-def reviews_csv(n: int = 24, seed: int = 0) -> bytes:
-    rng = random.Random(seed)
-    good, bad = ["great", "lovely", "superb"], ["awful", "boring", "dull"]
-    lines = ["text,label"]
-    for i in range(n):
-        pos = i % 2 == 0
-        lines.append(f"it was {rng.choice(good if pos else bad)} {i},{'pos' if pos else 'neg'}")
-    return ("\n".join(lines) + "\n").encode()
-
-
 @pytest.fixture(scope="module")
 def ml(ray_head: EmbeddedRayHead, tmp_path_factory: pytest.TempPathFactory
        ) -> Iterator[tuple[ServerProcess, JobsApi]]:
-    base = tmp_path_factory.mktemp("dp")
-    srv = ServerProcess(base / "data", env=engine_env(ray_head, base / "cache"))
-    srv.start()
-    api = JobsApi(srv.url, srv.token())
-    api.dataset("reviews", {"train.csv": reviews_csv()})
-    yield srv, api
-    srv.stop()
-    kill_runners(srv.url)
+    with engine_server(ray_head, tmp_path_factory.mktemp("dp"),
+                       {"reviews": {"train.csv": reviews_csv(24)}}) as served:
+        yield served
 
 
 def test_submission_makes_workers_agree(ml: tuple[ServerProcess, JobsApi]) -> None:

@@ -195,7 +195,9 @@ def _version(s: Any, user: User, name: str, number: NumberP,
 
 def _aliases_out(s: Any, m: Model) -> AliasesOut:
     numbers = {v.id: v.number for v in models.versions(s, m)}
-    names = {u.id: u.username for u in s.scalars(select(User))}
+    history = models.alias_history(s, m)
+    actors = {e.actor_id for e in history if e.actor_id is not None}
+    names = {u.id: u.username for u in s.scalars(select(User).where(User.id.in_(actors)))}
     return AliasesOut(
         aliases=[AliasOut(alias=a.alias, version=numbers[a.version_id])
                  for a in models.aliases(s, m)],
@@ -203,7 +205,7 @@ def _aliases_out(s: Any, m: Model) -> AliasesOut:
                                to_version=e.to_number,
                                by=names.get(e.actor_id) if e.actor_id else None,
                                reason=e.reason, at=e.at.isoformat())
-                 for e in models.alias_history(s, m)])
+                 for e in history])
 
 
 @router.get("/tasks", response_model=list[TaskOut])
@@ -403,7 +405,6 @@ def reproduce(name: str, number: NumberP, body: ReproduceRequest, user: UserDep,
         v = _version(s, user, name, number)
         row, _ = model_reproduce.start(s, user, platform.tasks, v, cpus=body.cpus,
                                        gpus=body.gpus)
-        s.flush()
         out = ReproductionOut(**model_reproduce.describe(s, row))
     platform.wake_dispatcher()
     return out
