@@ -151,3 +151,33 @@ def test_requests_without_valid_token_are_refused(sqlite_api: Api, headers: dict
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "authentication_required"
 
+
+
+def test_jobs_that_add_predictions_need_write_access(api: Api) -> None:
+    """Refused at submission (403), not after the job ran: predictions become a new version
+    of the input dataset. Reading jobs (fine-tune, train mode) need only read access."""
+    from tests.registry.registry_helpers import fake_finetune
+
+    alice, bob = api.user("alice"), api.user("bob")
+    api.dataset("shared", user="alice", files={"a.csv": CSV})
+    api.client.put("/api/v1/datasets/shared/shares/bob", json={"permission": "read"},
+                   headers=alice)
+    fake_finetune(api, "alice:shared", "bobs", {"eval_accuracy": 0.5}, user="bob")
+
+    def submit(task: str, params: dict[str, Any]) -> Any:
+        return api.client.post("/api/v1/jobs", headers=bob, json={
+            "task": task, "params": params,
+            "inputs": [{"kind": "dataset", "ref": "alice:shared"}]})
+
+    for task, params in (("text-classification-predict", {"model": "bobs@latest"}),
+                         ("custom-script", {"mode": "predict", "script": "p.py"})):
+        r = submit(task, params)
+        assert r.status_code == 403, (task, r.text)
+        assert r.json()["error"]["code"] == "permission_denied"
+        assert "read-only access" in r.json()["error"]["message"]
+    for task, params in (("text-classification-finetune", {"model_name": "again"}),
+                         ("custom-script", {"mode": "train", "model_name": "own"})):
+        assert submit(task, params).status_code == 201, task
+    api.client.put("/api/v1/datasets/shared/shares/bob", json={"permission": "write"},
+                   headers=alice)
+    assert submit("text-classification-predict", {"model": "bobs@latest"}).status_code == 201

@@ -24,7 +24,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from clowder_ml import __version__
 from clowder_ml.api.deps import reject_nul_path_params
 from clowder_ml.api.middleware import ObservabilityMiddleware
-from clowder_ml.api.platform import Platform
 from clowder_ml.api.routers import auth, datasets, jobs, models, ops, runner, uploads
 from clowder_ml.db import migrate
 from clowder_ml.engine.dispatcher import Dispatcher
@@ -36,6 +35,8 @@ from clowder_ml.errors import (
     ValidationFailed,
 )
 from clowder_ml.services import maintenance, users
+from clowder_ml.services.job_store import DbJobStore
+from clowder_ml.services.platform import Platform
 from clowder_ml.settings import Settings
 
 log = logging.getLogger("clowder_ml.api")
@@ -135,7 +136,7 @@ def create_app(settings: Settings | None = None, *, announce: bool = True) -> Fa
         if settings.engine_enabled:
             # The first pass connects to Ray (starting the embedded head takes seconds), in a
             # thread: the API answers meanwhile and new jobs wait in the queue.
-            platform.dispatcher = Dispatcher(settings, platform.db)
+            platform.dispatcher = Dispatcher(settings, DbJobStore(settings, platform.db))
             tasks.append(asyncio.create_task(platform.dispatcher.run()))
         try:
             yield

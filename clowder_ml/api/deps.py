@@ -8,10 +8,10 @@ from fastapi import Depends, Request, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
-from clowder_ml.api.platform import Platform
 from clowder_ml.db.models import User
 from clowder_ml.errors import AuthenticationRequired, ValidationFailed
 from clowder_ml.services import users
+from clowder_ml.services.platform import Platform
 
 SESSION_COOKIE = "clowder_ml_session"
 _bearer = HTTPBearer(auto_error=False, description="API token from POST /api/v1/auth/token")

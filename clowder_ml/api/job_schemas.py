@@ -1,33 +1,18 @@
-"""Request and response models of the jobs API and the runner API (see docs/jobs.md)."""
+"""Request and response models of the jobs API and the runner API (see docs/jobs.md).
+
+The views that services build (``JobOut``, ``RunnerJob``) are in
+:mod:`clowder_ml.services.job_views`.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from clowder_ml.api.schemas import Metadata, Out, Strict, Text
-
-
-class JobOut(BaseModel):
-    id: str
-    task: str
-    owner: str
-    state: str
-    reason: str | None
-    waiting_for: str | None
-    queue_position: int | None
-    attempt: int
-    cancel_requested: bool
-    spec: dict[str, Any]
-    progress: dict[str, Any] | None
-    result: dict[str, Any] | None
-    log_tail: str | None
-    created_at: datetime
-    started_at: datetime | None
-    ended_at: datetime | None
-    updated_at: datetime
+from clowder_ml.services.job_runs import Report
 
 
 class JobEventOut(Out):
@@ -51,29 +36,6 @@ class OutputOut(Out):
 
 
 # runner API ----------------------------------------------------------------------------------
-
-class RunnerFile(BaseModel):
-    path: str
-    sha256: str
-    size: int
-
-
-class RunnerInput(BaseModel):
-    kind: str
-    ref: str
-    name: str = Field(description="owner:name, for messages")
-    version: int | None
-    mount: str | None
-    files: list[RunnerFile]
-
-
-class RunnerJob(BaseModel):
-    id: str
-    task: str
-    attempt: int
-    spec: dict[str, Any]
-    inputs: list[RunnerInput]
-
 
 class ReportEvent(Strict):
     message: Text = Field(max_length=2000)
@@ -105,6 +67,15 @@ class RunnerReport(Strict):
     metrics: list[ReportMetric] = Field(default_factory=list, max_length=10_000)
     log: ReportLog | None = None
     progress: ReportProgress | None = None
+
+    def to_report(self) -> Report:
+        """The batch as the jobs service takes it."""
+        return Report(
+            started_at=self.started_at, events=[e.message for e in self.events],
+            metrics=[(m.step, m.name, m.value) for m in self.metrics],
+            log=(self.log.offset, self.log.data.encode("utf-8", "replace")) if self.log
+            else None,
+            progress=self.progress.model_dump() if self.progress else None)
 
 
 class ReportAck(BaseModel):

@@ -9,6 +9,9 @@ One loop per server, woken by submissions, cancels and finishes, and otherwise e
    RUNNING) settles what Ray says: stop it if cancelled or over its timeout, explain what it
    waits for, or record how it ended when the runner could not say so itself.
 
+The dispatcher knows jobs only through the :class:`~clowder_ml.engine.port.JobStore` it is
+handed (the server gives it one over the database); it imports no database code.
+
 Restart safety: the server keeps no state that matters in memory. Our job id is Ray's
 submission id, so a job submitted just before a crash is found again (Ray answers "already
 exists") instead of being run twice; jobs that ran on while the server was down are settled
@@ -32,10 +35,9 @@ from dataclasses import dataclass
 
 from anyio import to_thread
 
-from clowder_ml.db.models import Job
-from clowder_ml.db.session import Database
 from clowder_ml.engine import ray_cluster
 from clowder_ml.engine.feasibility import check_feasible
+from clowder_ml.engine.port import JobRecord, JobStore
 from clowder_ml.engine.ray_backend import (
     ClusterResources,
     RayJobsBackend,
@@ -53,7 +55,6 @@ from clowder_ml.errors import (
     NotFound,
     ResourcesUnsatisfiable,
 )
-from clowder_ml.services import job_runs, job_tokens, jobs
 from clowder_ml.settings import Settings
 
 log = logging.getLogger("clowder_ml.engine")
@@ -69,7 +70,7 @@ class _Pass:
     running_gpus: float = 0.0
 
 
-def submission_id(job: Job) -> str:
+def submission_id(job: JobRecord) -> str:
     """Ray's id for the job's current attempt: the job id, then ``<id>-a2``, ``<id>-a3``..."""
     return job.id if job.attempt == 1 else f"{job.id}-a{job.attempt}"
 
@@ -82,11 +83,11 @@ def threads_for(cpus: float) -> int:
 class Dispatcher:
     """Owns the connection to Ray; see the module docstring for what a pass does."""
 
-    def __init__(self, settings: Settings, db: Database, *,
+    def __init__(self, settings: Settings, store: JobStore, *,
                  connect: Callable[[Settings], RayCluster] = ray_cluster.connect,
                  tick_s: float = 1.0) -> None:
         self.settings = settings
-        self.db = db
+        self.store = store
         self._connect = connect
         self.tick_s = tick_s
         self.cluster: RayCluster | None = None
@@ -157,16 +158,13 @@ class Dispatcher:
             return
         self._lost_since = None
         self.unreachable = None
-        with self.db.session() as s:
-            active = jobs.active(s)
-            s.expunge_all()
+        active = self.store.active()
         seen = _Pass()
         for job in active:
             st = ray_jobs.get(job.ray_submission_id or "")
             if st is not None and st.state is RayJobState.RUNNING:
-                spec = JobSpec.model_validate(job.spec)
-                seen.running_cpus += spec.resources.cpus
-                seen.running_gpus += spec.resources.gpus
+                seen.running_cpus += job.spec.resources.cpus
+                seen.running_gpus += job.spec.resources.gpus
         for job in active:
             try:
                 self._reconcile(backend, job, ray_jobs.get(job.ray_submission_id or ""), seen)
@@ -179,9 +177,7 @@ class Dispatcher:
             return self.backend
         what = ("starting the embedded Ray head" if not self.settings.ray_address
                 else f"connecting to Ray at {self.settings.ray_address}")
-        with self.db.session() as s:
-            for job in jobs.pending(s):
-                job.waiting_for = f"the job engine is {what}"
+        self.store.set_waiting_all_pending(f"the job engine is {what}")
         try:
             self.cluster = self._connect(self.settings)
             self.backend = RayJobsBackend(self.cluster.address, self.cluster.auth_token)
@@ -204,16 +200,10 @@ class Dispatcher:
             # starts a new head for the queue and for the retries.
             self.cluster.stop()
             self.cluster, self.backend = None, None
-            with self.db.session() as s:
-                dead = jobs.active(s)
-                s.expunge_all()
-            for job in dead:
+            for job in self.store.active():
                 self._lost(job, "The embedded Ray head stopped under the job.")
-        with self.db.session() as s:
-            active, waiting = jobs.active(s), jobs.pending(s)
-            for job in waiting:
-                job.waiting_for = "the Ray cluster is not reachable"
-            s.expunge_all()
+        active = self.store.active()
+        self.store.set_waiting_all_pending("the Ray cluster is not reachable")
         if now - self._lost_since < self.settings.ray_lost_after_s:
             return
         for job in active:  # the details are in the server log (warning above)
@@ -222,7 +212,7 @@ class Dispatcher:
 
     # jobs Ray has --------------------------------------------------------------------------
 
-    def _reconcile(self, backend: RayJobsBackend, job: Job, st: RayJobStatus | None,
+    def _reconcile(self, backend: RayJobsBackend, job: JobRecord, st: RayJobStatus | None,
                    seen: _Pass) -> None:
         sid = job.ray_submission_id or submission_id(job)
         if st is None:
@@ -232,13 +222,13 @@ class Dispatcher:
                 self._lost(job, "Ray no longer knows this job (its cluster was restarted "
                                 "or lost).")
                 return
-        spec = JobSpec.model_validate(job.spec)
+        spec = job.spec
         if not st.state.is_terminal():
             if job.cancel_requested:
-                self._stop(backend, sid, "stopping it on Ray (cancel requested)", job)
+                self._stop(backend, sid, "stopping it on Ray (cancel requested)", job.id)
             elif job.started_at is not None and \
                     time.time() - job.started_at.timestamp() > spec.timeout_s:
-                self._stop(backend, sid, "stopping it on Ray (timed out)", job)
+                self._stop(backend, sid, "stopping it on Ray (timed out)", job.id)
                 self._end(job, JobState.FAILED, f"Timed out after {spec.timeout_s:g} s "
                                                 "(the job's timeout_s).")
             elif st.state is RayJobState.PENDING:
@@ -257,27 +247,22 @@ class Dispatcher:
             self._keep_ray_log(backend, job)
             self._end(job, JobState.FAILED, _ray_failure(st))
 
-    def _stop(self, backend: RayJobsBackend, sid: str, message: str, job: Job) -> None:
+    def _stop(self, backend: RayJobsBackend, sid: str, message: str, job_id: str) -> None:
         if sid in self._stopping:
             return
         self._stopping.add(sid)
-        with self.db.session() as s:
-            jobs.add_event(s, job, message)
+        self.store.add_event(job_id, message)
         with contextlib.suppress(NotFound):
             backend.stop(sid)
 
-    def _end(self, job: Job, state: JobState, reason: str) -> None:
+    def _end(self, job: JobRecord, state: JobState, reason: str) -> None:
         # The runner's own report (or a cancel) may have got there first.
         with contextlib.suppress(InvalidJobTransition):
-            jobs.transition(self.db, job.id, state, reason, reason=reason)
+            self.store.transition(job.id, state, reason, reason=reason)
 
-    def _set_waiting(self, job: Job, message: str | None) -> None:
-        if job.waiting_for == message:
-            return
-        with self.db.session() as s:
-            row = s.get(Job, job.id)
-            if row is not None and not JobState(row.state).is_terminal():
-                row.waiting_for = message
+    def _set_waiting(self, job: JobRecord, message: str | None) -> None:
+        if job.waiting_for != message:
+            self.store.set_waiting(job.id, message)
 
     def _waiting_message(self, spec: JobSpec, seen: _Pass) -> str:
         total = self._cluster_resources()
@@ -293,7 +278,7 @@ class Dispatcher:
                          f"{free_gpus:g} of {total.gpus:g} free")
         return "; ".join(parts)
 
-    def _keep_ray_log(self, backend: RayJobsBackend, job: Job) -> None:
+    def _keep_ray_log(self, backend: RayJobsBackend, job: JobRecord) -> None:
         """Keep Ray's log of a job that died before its runner could send one (a crash at
         start-up, an import error): it is the only record of what went wrong."""
         if job.log_size > 0:
@@ -303,17 +288,17 @@ class Dispatcher:
         except ClowderMLError:
             return
         if text:
-            job_runs.append_log(self.settings, self.db, job, text.encode("utf-8", "replace"))
+            self.store.append_log(job.id, text)
 
-    def _lost(self, job: Job, why: str) -> None:
+    def _lost(self, job: JobRecord, why: str) -> None:
         """The job's cluster or worker is gone: resubmit per its retry policy, else fail."""
-        spec = JobSpec.model_validate(job.spec)
-        if "cluster_lost" in spec.retry.on and job.attempt <= spec.retry.max_retries \
+        retry = job.spec.retry
+        if "cluster_lost" in retry.on and job.attempt <= retry.max_retries \
                 and not job.cancel_requested:
             with contextlib.suppress(InvalidJobTransition):
-                jobs.transition(self.db, job.id, JobState.PENDING,
-                                f"{why} Retrying (attempt {job.attempt + 1} of "
-                                f"{spec.retry.max_retries + 1}).")
+                self.store.transition(job.id, JobState.PENDING,
+                                      f"{why} Retrying (attempt {job.attempt + 1} of "
+                                      f"{retry.max_retries + 1}).")
             return
         self._end(job, JobState.CANCELLED if job.cancel_requested else JobState.FAILED, why)
 
@@ -333,13 +318,11 @@ class Dispatcher:
         return res
 
     def _dispatch(self, backend: RayJobsBackend) -> None:
-        with self.db.session() as s:
-            queue = jobs.pending(s)
-            running = Counter(j.owner_id for j in jobs.active(s))
-            s.expunge_all()
+        queue = self.store.pending()
+        running = Counter(j.owner_id for j in self.store.active())
         limit = self.settings.max_running_jobs_per_user
         for job in queue:
-            spec = JobSpec.model_validate(job.spec)
+            spec = job.spec
             cluster = self._cluster_resources()
             if cluster is not None:
                 try:
@@ -358,14 +341,11 @@ class Dispatcher:
                 return
             running[job.owner_id] += 1
 
-    def _submit(self, backend: RayJobsBackend, job: Job, spec: JobSpec) -> None:
+    def _submit(self, backend: RayJobsBackend, job: JobRecord, spec: JobSpec) -> None:
         sid = submission_id(job)
-        with self.db.session() as s:
-            row = s.get(Job, job.id)
-            if row is None or row.state != JobState.PENDING.value:
-                return  # cancelled meanwhile
-            token = job_tokens.issue(s, row, spec.timeout_s)
-            row.ray_submission_id = sid
+        token = self.store.claim_submission(job.id, sid, spec.timeout_s)
+        if token is None:
+            return  # cancelled meanwhile
         threads = str(threads_for(spec.resources.cpus))
         env = {
             **self.settings.job_env,
@@ -397,12 +377,10 @@ class Dispatcher:
         except AlreadyExists:
             message = f"found on Ray as {sid} (submitted before a server restart)"
         try:
-            jobs.transition(self.db, job.id, JobState.SUBMITTED, message)
-        except InvalidJobTransition:  # cancelled while we submitted: stop it on the next pass
-            with self.db.session() as s:
-                row = s.get(Job, job.id)
-                if row is not None and row.state == JobState.CANCELLED.value:
-                    self._stop(backend, sid, "stopping it on Ray (cancelled)", row)
+            self.store.transition(job.id, JobState.SUBMITTED, message)
+        except InvalidJobTransition:  # cancelled while we submitted: stop it now
+            if self.store.state(job.id) is JobState.CANCELLED:
+                self._stop(backend, sid, "stopping it on Ray (cancelled)", job.id)
 
     def _api_url(self) -> str:
         url = self.settings.job_api_url or self.settings.public_url

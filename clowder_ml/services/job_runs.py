@@ -11,21 +11,15 @@ replayed batch overwrites itself instead of appearing twice.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from clowder_ml.api.job_schemas import (
-    JobOut,
-    RunnerFile,
-    RunnerFinish,
-    RunnerInput,
-    RunnerJob,
-    RunnerReport,
-)
 from clowder_ml.db.models import (
     Dataset,
     DatasetVersion,
@@ -42,13 +36,15 @@ from clowder_ml.db.models import (
 from clowder_ml.db.session import Database
 from clowder_ml.engine.states import JobState
 from clowder_ml.errors import ClowderMLError, InvalidJobTransition, NotFound, StorageFull
-from clowder_ml.services import jobs, models
+from clowder_ml.registry import models, publish
+from clowder_ml.services import jobs
+from clowder_ml.services.job_views import JobOut, RunnerFile, RunnerInput, RunnerJob
 from clowder_ml.services.paths import normalize_path
 from clowder_ml.settings import Settings
 from clowder_ml.storage.blobstore import BlobInfo
 
 if TYPE_CHECKING:
-    from clowder_ml.api.platform import Platform
+    from clowder_ml.services.platform import Platform
 
 MAX_LOG_BYTES = 64 << 20  # per job; beyond this the log is cut (the runner keeps going)
 LOG_TAIL_LINES = 40
@@ -177,24 +173,34 @@ def _mark_started(db: Database, job: Job, started_at: datetime) -> None:
         pass  # somebody else moved it (already running, or cancelled): nothing to do
 
 
-def record_report(settings: Settings, db: Database, job: Job, report: RunnerReport
+@dataclass(frozen=True)
+class Report:
+    """One batch of the runner's reports (every part optional; see ``record_report``)."""
+
+    started_at: datetime | None = None
+    events: Sequence[str] = ()
+    metrics: Sequence[tuple[int, str, float | None]] = ()  # (step, name, value)
+    log: tuple[int, bytes] | None = None  # (offset the runner writes at, bytes)
+    progress: dict[str, Any] | None = field(default=None)
+
+
+def record_report(settings: Settings, db: Database, job: Job, report: Report
                   ) -> tuple[bool, int]:
     """Apply one batch; returns (cancel requested, log bytes accepted so far)."""
     if report.started_at is not None:
         _mark_started(db, job, report.started_at)
     log_size = job.log_size
     if report.log is not None:
-        log_size = _write_log(settings, db, job, report.log.offset,
-                              report.log.data.encode("utf-8", "replace"))
+        log_size = _write_log(settings, db, job, *report.log)
     with db.session() as s:
         state = s.scalar(select(Job.state).where(Job.id == job.id)) or job.state
-        for e in report.events:
-            s.add(JobEvent(job_id=job.id, state=state, message=e.message))
-        s.add_all(JobMetric(job_id=job.id, step=m.step, name=m.name, value=m.value)
-                  for m in report.metrics)
+        for message in report.events:
+            s.add(JobEvent(job_id=job.id, state=state, message=message))
+        s.add_all(JobMetric(job_id=job.id, step=step, name=name, value=value)
+                  for step, name, value in report.metrics)
         if report.progress is not None:
             s.execute(update(Job).where(Job.id == job.id)
-                      .values(progress=report.progress.model_dump(), updated_at=utcnow()))
+                      .values(progress=report.progress, updated_at=utcnow()))
         cancel = bool(s.scalar(select(Job.cancel_requested).where(Job.id == job.id)))
     return cancel, log_size
 
@@ -214,30 +220,30 @@ def record_output(db: Database, job: Job, path: str, info: BlobInfo) -> JobOutpu
     return row
 
 
-def finish(platform: Platform, job: Job, body: RunnerFinish) -> Job:
+def finish(platform: Platform, job: Job, status: Literal["succeeded", "failed"],
+           result: dict[str, Any] | None = None, reason: str | None = None) -> Job:
     """The runner's final word: SUCCEEDED with its result, or FAILED with its reason.
 
-    A task with a publish step (register the model, add predictions to a dataset) runs it
-    first; if that fails the job fails with its message. Publish steps are idempotent, so a
-    runner retrying this call after a lost answer publishes once.
+    On success the job's outputs are published first (:mod:`clowder_ml.registry.publish`:
+    register the model, add predictions to a dataset); if that fails the job fails with its
+    message. Publishing is idempotent, so a runner retrying this call after a lost answer
+    publishes once.
     """
     db = platform.db
-    if body.status == "succeeded":
-        result = dict(body.result or {})
-        task = platform.tasks.get(job.task)
-        if task.publish is not None:
-            try:
-                with db.session() as s:
-                    row = s.get(Job, job.id)
-                    assert row is not None
-                    result = task.load_publish()(s, platform, row, result)
-            except ClowderMLError as exc:
-                return jobs.transition(db, job.id, JobState.FAILED,
-                                       f"publishing failed: {exc.message}",
-                                       reason=exc.message, result=result)
+    if status == "succeeded":
+        result = dict(result or {})
+        try:
+            with db.session() as s:
+                row = s.get(Job, job.id)
+                assert row is not None
+                result = publish.publish(s, platform, row, result)
+        except ClowderMLError as exc:
+            return jobs.transition(db, job.id, JobState.FAILED,
+                                   f"publishing failed: {exc.message}",
+                                   reason=exc.message, result=result)
         return jobs.transition(db, job.id, JobState.SUCCEEDED, "task finished",
                                result=result)
-    reason = (body.reason or "The task failed.").strip().splitlines()[0][:500]
+    reason = (reason or "The task failed.").strip().splitlines()[0][:500]
     return jobs.transition(platform.db, job.id, JobState.FAILED, f"task failed: {reason}",
                            reason=reason)
 

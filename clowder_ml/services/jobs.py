@@ -16,13 +16,25 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from clowder_ml.db.models import Job, JobEvent, JobOutput, JobToken, User, utcnow
+from clowder_ml.db.models import (
+    Dataset,
+    Job,
+    JobEvent,
+    JobOutput,
+    JobToken,
+    Permission,
+    User,
+    utcnow,
+)
 from clowder_ml.db.session import Database
 from clowder_ml.engine.spec import InputRef, JobSpec
 from clowder_ml.engine.states import JobState, check_transition
-from clowder_ml.errors import InvalidJobTransition, NotFound, ValidationFailed
-from clowder_ml.services import datasets, model_lineage, models
-from clowder_ml.tasks.registry import BUILTIN_MODELS, TaskDef, TaskParams, TaskRegistry
+from clowder_ml.errors import InvalidJobTransition, NotFound, PermissionDenied, ValidationFailed
+from clowder_ml.registry import lineage, models
+from clowder_ml.services import datasets
+from clowder_ml.tasks.outputs import Publish
+from clowder_ml.tasks.params import TaskParams
+from clowder_ml.tasks.registry import BUILTIN_MODELS, TaskDef, TaskRegistry
 
 ID_PREFIX = "job_"
 
@@ -34,7 +46,7 @@ def create(s: Session, owner: User, spec: JobSpec) -> Job:
     s.add(job)
     s.flush()
     s.add(JobEvent(job_id=job.id, state=JobState.PENDING.value, message="job created"))
-    model_lineage.link_inputs(s, job)
+    lineage.link_inputs(s, job)
     return job
 
 
@@ -97,6 +109,20 @@ def _agree_on_workers(task: TaskDef, spec: JobSpec, params: TaskParams
     return spec, task.parse_params(new_params)
 
 
+def _check_can_add_predictions(s: Session, user: User, pinned: list[InputRef]) -> None:
+    """Predictions are added to the input dataset as a new version: refuse the job now,
+    not after it ran, when the user cannot write to that dataset."""
+    item = next((i for i in pinned if i.kind == "dataset"), None)
+    if item is None:
+        raise ValidationFailed("This job adds predictions to a dataset, and it has none.",
+                               "Name the dataset with --dataset NAME.")
+    ds = s.get(Dataset, item.ref)
+    if ds is None or datasets.permission_of(s, user, ds) != Permission.WRITE:
+        raise PermissionDenied("Predictions are added to the dataset as a new version, and "
+                               "you have read-only access to it.",
+                               "Copy the data to a dataset of yours, or ask for write access.")
+
+
 def submit(s: Session, user: User, spec: JobSpec, registry: TaskRegistry) -> Job:
     """Validate ``spec`` (task, params, inputs the user can read) and record a PENDING job.
 
@@ -110,14 +136,14 @@ def submit(s: Session, user: User, spec: JobSpec, registry: TaskRegistry) -> Job
     refs = [InputRef(kind="model", ref=str(value), mount=name) for name in task.model_params
             if (value := getattr(params, name, None)) and value not in BUILTIN_MODELS]
     pinned = [_pin(s, user, item) for item in [*spec.inputs, *refs]]
-    if task.validate is not None:  # checks that need the database (e.g. write access)
-        task.load_validate()(s, user, params, pinned)
     n = sum(1 for item in pinned if item.kind == "dataset")
     if n < task.min_datasets or (task.max_datasets is not None and n > task.max_datasets):
         want = (str(task.min_datasets) if task.min_datasets == task.max_datasets
                 else f"at least {task.min_datasets}")
         raise ValidationFailed(f"Task {task.name!r} takes {want} dataset input(s); got {n}.",
                                "Name the dataset with --dataset NAME.")
+    if params.publishes() is Publish.PREDICTIONS:
+        _check_can_add_predictions(s, user, pinned)
     return create(s, user, spec.model_copy(update={"inputs": pinned}))
 
 

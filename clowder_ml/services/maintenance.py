@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from clowder_ml.services import datasets, jobs, models
+from clowder_ml.registry import models
+from clowder_ml.services import datasets, jobs
 
 if TYPE_CHECKING:
-    from clowder_ml.api.platform import Platform
+    from clowder_ml.services.platform import Platform
 
 
 def collect(platform: Platform, grace_seconds: float | None = None) -> tuple[int, int]:

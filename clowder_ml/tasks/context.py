@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from clowder_ml.tasks.registry import TaskParams
+from clowder_ml.tasks.params import TaskParams
 
 
 class Reporter(Protocol):

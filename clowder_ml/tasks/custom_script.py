@@ -61,23 +61,19 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
-from sqlalchemy.orm import Session
 
-from clowder_ml.db.models import Job, User
-from clowder_ml.engine.spec import InputRef
 from clowder_ml.errors import TrainingFailed, ValidationFailed
 from clowder_ml.ml.models import is_safetensors
-from clowder_ml.tasks.registry import TaskDef, TaskParams
+from clowder_ml.tasks.outputs import MODEL_DIR, PREDICTIONS_FILE, Publish
+from clowder_ml.tasks.params import TaskParams
+from clowder_ml.tasks.registry import TaskDef
 
 if TYPE_CHECKING:
-    from clowder_ml.api.platform import Platform
     from clowder_ml.sandbox import SandboxResult
     from clowder_ml.settings import Settings
     from clowder_ml.tasks.context import TaskContext
 
 TASK = "custom-script"
-MODEL_OUTPUT = "model"
-PREDICTIONS_OUTPUT = "predictions.csv"
 #: Where the script writes its outputs and metrics, inside the sandbox (relative to /work).
 OUTPUT_DIR = "output"
 METRICS_FILE = "metrics.jsonl"
@@ -166,28 +162,10 @@ class CustomScriptParams(TaskParams):
             raise ValueError("args must be JSON (no NaN or infinity)") from None
         return self
 
-
-# --------------------------------------------------------------------------- server side
-
-
-def validate(s: Session, user: User, params: TaskParams, pinned: list[InputRef]) -> None:
-    """Predict mode adds predictions to the dataset: the user must be able to write to it."""
-    assert isinstance(params, CustomScriptParams)
-    if params.mode == "predict":
-        from clowder_ml.tasks.text_classification import validate_predict
-
-        validate_predict(s, user, params, pinned)
-
-
-def publish(s: Session, platform: Platform, job: Job, result: dict[str, Any]
-            ) -> dict[str, Any]:
-    """Train mode: register ``model/`` as the next version of ``model_name``. Predict mode:
-    add ``predictions.csv`` to the dataset as a new version. Idempotent, as both are."""
-    from clowder_ml.tasks.text_classification import publish_finetune, publish_predict
-
-    if job.spec["params"].get("mode", "train") == "predict":
-        return publish_predict(s, platform, job, result)
-    return publish_finetune(s, platform, job, result)
+    def publishes(self) -> Publish:
+        """Train mode: ``model/`` becomes a version of ``model_name``. Predict mode:
+        ``predictions.csv`` is added to the dataset (write access checked at submission)."""
+        return Publish.PREDICTIONS if self.mode == "predict" else Publish.MODEL
 
 
 # --------------------------------------------------------------------------- on the node
@@ -280,11 +258,11 @@ def run(ctx: TaskContext, settings: Settings | None = None) -> dict[str, Any]:
             "metrics": last, "script": p.script, "mode": p.mode, "code_digest": digest,
             "usage": res.usage.to_dict(), "isolation": res.isolation}
         if p.mode == "predict":
-            shutil.copyfile(out / PREDICTIONS_OUTPUT, ctx.outputs_dir / PREDICTIONS_OUTPUT)
+            shutil.copyfile(out / PREDICTIONS_FILE, ctx.outputs_dir / PREDICTIONS_FILE)
             result["model"] = f"script:{p.script}"
-            result["files"] = [PREDICTIONS_OUTPUT]
+            result["files"] = [PREDICTIONS_FILE]
             return result
-        model_out = ctx.outputs_dir / MODEL_OUTPUT
+        model_out = ctx.outputs_dir / MODEL_DIR
         shutil.copytree(out, model_out)
         for own in PLATFORM_FILES:
             if (model_out / own).exists():
@@ -501,8 +479,8 @@ def check_outputs(out: Path, mode: str, name: str) -> None:
             "Save tensors with safetensors instead, e.g. safetensors.torch.save_file("
             "model.state_dict(), '/work/output/model.safetensors').")
     if mode == "predict":
-        if not (out / PREDICTIONS_OUTPUT).is_file():
-            raise ValidationFailed(f"{name} wrote no {OUTPUT_DIR}/{PREDICTIONS_OUTPUT}.",
+        if not (out / PREDICTIONS_FILE).is_file():
+            raise ValidationFailed(f"{name} wrote no {OUTPUT_DIR}/{PREDICTIONS_FILE}.",
                                    "Write the predictions to /work/output/predictions.csv.")
         return
     weights = out / "model.safetensors"
@@ -536,7 +514,5 @@ TASKS = (
             summary="Run your own train.py (or predict.py) from the dataset in the sandbox; "
                     "its /work/output becomes a model version (or predictions)",
             params=CustomScriptParams, entry="clowder_ml.tasks.custom_script:run",
-            min_datasets=1, max_datasets=1,
-            validate="clowder_ml.tasks.custom_script:validate",
-            publish="clowder_ml.tasks.custom_script:publish"),
+            min_datasets=1, max_datasets=1),
 )

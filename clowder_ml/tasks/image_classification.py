@@ -1,10 +1,10 @@
 """``image-classification-finetune`` and ``image-classification-predict``: what they accept
-and what the server does around them (checks at submission, publishing on success).
+and what their outputs become.
 
 Mirrors text classification: the params models declare each task's parameters (JSON schema,
-validation at submission, CLI ``--param`` keys); publishing reuses the text tasks' steps
-(register the ``model/`` folder as a model version; add ``predictions.csv`` to the dataset as
-a new version). The code that trains and predicts (``image_finetune``, ``image_predict``)
+validation at submission, CLI ``--param`` keys) and publish like the text tasks (the
+``model/`` folder becomes a model version; ``predictions.csv`` is added to the dataset as a
+new version). The code that trains and predicts (``image_finetune``, ``image_predict``)
 runs on the Ray node and is imported only there.
 """
 
@@ -14,7 +14,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from clowder_ml.tasks.registry import TaskDef, TaskParams
+from clowder_ml.tasks.outputs import Publish
+from clowder_ml.tasks.params import TaskParams
+from clowder_ml.tasks.registry import TaskDef
 
 SMALL_CNN = "small-cnn"  # built in: a small CNN trained from scratch (no registry entry)
 
@@ -62,6 +64,9 @@ class ImageFinetuneParams(TaskParams):
             raise ValueError("path_column and label_column must differ")
         return self
 
+    def publishes(self) -> Publish:
+        return Publish.MODEL
+
 
 class ImagePredictParams(TaskParams):
     # Mirrors the job's ``resources.workers`` (services.jobs.submit makes them equal): with
@@ -85,6 +90,9 @@ class ImagePredictParams(TaskParams):
         "map_batches over that many model actors, each reserving the job's cpus "
         "(see docs/jobs.md)")
 
+    def publishes(self) -> Publish:
+        return Publish.PREDICTIONS
+
 
 TASKS = (
     TaskDef(name="image-classification-finetune",
@@ -92,13 +100,10 @@ TASKS = (
                     "registered image model) on class folders or a CSV of path,label; "
                     "registers a model version",
             params=ImageFinetuneParams, entry="clowder_ml.tasks.image_finetune:run",
-            min_datasets=1, max_datasets=1, model_params=("base_model",),
-            publish="clowder_ml.tasks.text_classification:publish_finetune"),
+            min_datasets=1, max_datasets=1, model_params=("base_model",)),
     TaskDef(name="image-classification-predict",
             summary="Predict the class of a dataset's images with a registered image model; "
                     "adds the predictions to the dataset as a new version",
             params=ImagePredictParams, entry="clowder_ml.tasks.image_predict:run",
-            min_datasets=1, max_datasets=1, model_params=("model",),
-            validate="clowder_ml.tasks.text_classification:validate_predict",
-            publish="clowder_ml.tasks.text_classification:publish_predict"),
+            min_datasets=1, max_datasets=1, model_params=("model",)),
 )

@@ -31,8 +31,8 @@ from clowder_ml.runner.inputs import default_cache_dir
 from clowder_ml.runner.threads import reserved_threads
 from clowder_ml.tasks.context import TaskContext
 from clowder_ml.tasks.image_classification import SMALL_CNN, ImageFinetuneParams
+from clowder_ml.tasks.outputs import MODEL_DIR
 
-MODEL_OUTPUT = "model"
 TASK = "image-classification-finetune"
 
 
@@ -134,7 +134,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
                          f"thread(s))")
         trained = worker.run(config, p.max_failures, ctx.report.event)
 
-    model_out = ctx.outputs_dir / MODEL_OUTPUT
+    model_out = ctx.outputs_dir / MODEL_DIR
     launch.collect_model(out_dir, model_out)
     ev = trained.get("eval") or {}
     metrics = {f"eval_{k}": v for k, v in ev.items() if k != "confusion_matrix"}

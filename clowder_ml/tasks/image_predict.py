@@ -29,7 +29,7 @@ from clowder_ml.ml import image_models, imagedata, predict_ray
 from clowder_ml.ml.predict_output import PredictionWriter
 from clowder_ml.tasks.context import TaskContext
 from clowder_ml.tasks.image_classification import ImagePredictParams
-from clowder_ml.tasks.text_classification import PREDICTIONS_OUTPUT
+from clowder_ml.tasks.outputs import PREDICTIONS_FILE
 
 CHUNK = 256  # images decoded at a time
 
@@ -77,7 +77,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     data = ctx.dataset()
     ex, shown = _inputs(data.path, p)
     ctx.report.event(f"predicting with {model_ref} on {len(ex)} image(s) of {data.name}")
-    out_path = ctx.outputs_dir / PREDICTIONS_OUTPUT
+    out_path = ctx.outputs_dir / PREDICTIONS_FILE
     started = time.monotonic()
     if p.workers > 1:
         image_models.check_image_model(model_dir, "model")

@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from clowder_ml.errors import ValidationFailed
+from clowder_ml.tasks.params import TaskParams
 
 if TYPE_CHECKING:
     from clowder_ml.tasks.context import TaskContext
@@ -27,18 +28,13 @@ if TYPE_CHECKING:
 BUILTIN_MODELS = frozenset({"minilm-l6", "small-cnn"})
 
 
-class TaskParams(BaseModel):
-    """Base of every task's params: unknown params are refused, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
 @dataclass(frozen=True)
 class TaskDef:
     """A task: its name, params model, how many dataset inputs it takes, and its code.
 
     ``entry`` is "module:function"; the function takes a ``TaskContext`` and returns the
-    task's JSON-serializable result.
+    task's JSON-serializable result. What the server does with the job's outputs on success
+    is declared by the params (``TaskParams.publishes``), so a task holds no server code.
     """
 
     name: str
@@ -50,25 +46,9 @@ class TaskDef:
     # Params whose value names a model version ("sentiment@latest"): pinned at submission as
     # model inputs mounted under the param's name (built-in base models excepted).
     model_params: tuple[str, ...] = ()
-    # Server side, both "module:function" (imported on the server, so keep them light):
-    # validate(session, user, params, pinned inputs) at submission, raising to refuse;
-    # publish(session, platform, job, result) -> result, when the runner reports success
-    # (register a model version, add predictions to a dataset). Must be idempotent.
-    validate: str | None = None
-    publish: str | None = None
 
     def load(self) -> Callable[[TaskContext], dict[str, Any]]:
         fn: Callable[[TaskContext], dict[str, Any]] = _import(self.entry)
-        return fn
-
-    def load_validate(self) -> Callable[..., None]:
-        assert self.validate is not None
-        fn: Callable[..., None] = _import(self.validate)
-        return fn
-
-    def load_publish(self) -> Callable[..., dict[str, Any]]:
-        assert self.publish is not None
-        fn: Callable[..., dict[str, Any]] = _import(self.publish)
         return fn
 
     def parse_params(self, params: dict[str, Any]) -> TaskParams:

@@ -1,5 +1,5 @@
 """``text-classification-finetune`` and ``text-classification-predict``: what they accept and
-what the server does around them (checks at submission, publishing on success).
+what their outputs become (a model version; predictions added to the dataset).
 
 The params models are the single declaration of each task's parameters: they give the JSON
 schema (``GET /api/v1/tasks``), the validation at submission, and the CLI's ``--param`` keys.
@@ -10,21 +10,15 @@ and is imported only there.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
-from sqlalchemy.orm import Session
 
-from clowder_ml.db.models import Dataset, Job, JobOutput, Permission, User
-from clowder_ml.engine.spec import InputRef
-from clowder_ml.errors import PermissionDenied, ValidationFailed
 from clowder_ml.ml import textdata
-from clowder_ml.services import datasets, model_lineage, model_reproduce, models
-from clowder_ml.storage.blobstore import BlobInfo
-from clowder_ml.tasks.registry import TaskDef, TaskParams
+from clowder_ml.tasks.outputs import PREDICTIONS_DIR, Publish
+from clowder_ml.tasks.params import TaskParams
+from clowder_ml.tasks.registry import TaskDef
 
-if TYPE_CHECKING:
-    from clowder_ml.api.platform import Platform
 
 class FinetuneParams(TaskParams):
     # The param that mirrors the job's ``resources.workers`` (services.jobs.submit makes
@@ -90,6 +84,9 @@ class FinetuneParams(TaskParams):
                              "runner holds its GPU")
         return self
 
+    def publishes(self) -> Publish:
+        return Publish.MODEL
+
 
 class PredictParams(TaskParams):
     # Mirrors the job's ``resources.workers`` (services.jobs.submit makes them equal): with
@@ -113,9 +110,8 @@ class PredictParams(TaskParams):
         "map_batches over that many model actors, each reserving the job's cpus "
         "(see docs/jobs.md)")
 
-
-PREDICTIONS_OUTPUT = "predictions.csv"
-PREDICTIONS_DIR = "predictions/"  # where predictions land in a dataset (not training data)
+    def publishes(self) -> Publish:
+        return Publish.PREDICTIONS
 
 
 def data_tables(root: Path, files: list[str] | None, exclude: tuple[str, ...] = ()
@@ -129,78 +125,15 @@ def data_tables(root: Path, files: list[str] | None, exclude: tuple[str, ...] = 
     return tables
 
 
-def _dataset_input(pinned: list[InputRef]) -> InputRef:
-    return next(i for i in pinned if i.kind == "dataset")
-
-
-def validate_predict(s: Session, user: User, params: TaskParams, pinned: list[InputRef]
-                     ) -> None:
-    """Predictions are added to the dataset as a new version: the user must be able to
-    write to it."""
-    ds = s.get(Dataset, _dataset_input(pinned).ref)
-    if ds is None or datasets.permission_of(s, user, ds) != Permission.WRITE:
-        raise PermissionDenied("Predictions are added to the dataset as a new version, and "
-                               "you have read-only access to it.",
-                               "Copy the data to a dataset of yours, or ask for write access.")
-
-
-def publish_finetune(s: Session, platform: Platform, job: Job, result: dict[str, Any]
-                     ) -> dict[str, Any]:
-    """Register the job's model folder as the next version of ``model_name`` — or, for a
-    reproduce run, compare it with the version it reproduces instead (no new version)."""
-    reproduction = model_reproduce.of_job(s, job)
-    if reproduction is not None:
-        return model_reproduce.conclude(s, platform, job, reproduction, result)
-    name = str(job.spec["params"]["model_name"])
-    resolved = platform.tasks.get(job.task).parse_params(job.spec["params"])
-    version = models.register_from_job(s, job, name, result,
-                                       resolved.model_dump(mode="json"))
-    return {**result, "model": {"name": name, "version": version.number,
-                                "ref": models.ref_of(s, version), "digest": version.digest}}
-
-
-def _summary_metadata(result: dict[str, Any]) -> dict[str, Any]:
-    keys = ("model", "rows", "label_counts", "accuracy", "confusion_matrix", "labels")
-    return {k: result[k] for k in keys if k in result}
-
-
-def publish_predict(s: Session, platform: Platform, job: Job, result: dict[str, Any]
-                    ) -> dict[str, Any]:
-    """Add ``predictions.csv`` to the input dataset as a new version, with summary metadata.
-
-    Idempotent: committing the same file again makes no new version.
-    """
-    out = s.get(JobOutput, (job.id, PREDICTIONS_OUTPUT))
-    if out is None:
-        raise ValidationFailed("The job produced no predictions file.")
-    item = next(i for i in job.spec["inputs"] if i["kind"] == "dataset")
-    params = job.spec["params"]
-    model_ref = str(result.get("model") or params["model"])
-    safe = model_ref.replace(":", "_").replace("/", "-").replace("@", "-")
-    path = params.get("output_path") or f"{PREDICTIONS_DIR}{safe}/{job.id}.csv"
-    version = datasets.commit_changes(platform.db, item["ref"], job.owner_id,
-                                      {path: BlobInfo(out.sha256, out.size)},
-                                      message=f"predictions of {model_ref} (job {job.id})")
-    ds = s.get(Dataset, item["ref"])
-    assert ds is not None
-    datasets.set_file_metadata(s, ds, path, _summary_metadata(result))
-    model_lineage.link_output_dataset(s, job, ds.id, version.number)
-    return {**result, "predictions": {"dataset": item["ref"], "version": version.number,
-                                      "path": path, "sha256": out.sha256}}
-
-
 TASKS = (
     TaskDef(name="text-classification-finetune",
             summary="Fine-tune a text classifier (built-in minilm-l6 or a registered model) "
                     "on a table of text and label columns; registers a model version",
             params=FinetuneParams, entry="clowder_ml.tasks.text_finetune:run",
-            min_datasets=1, max_datasets=1, model_params=("base_model",),
-            publish="clowder_ml.tasks.text_classification:publish_finetune"),
+            min_datasets=1, max_datasets=1, model_params=("base_model",)),
     TaskDef(name="text-classification-predict",
             summary="Predict labels for a table's text column with a registered model; adds "
                     "the predictions to the dataset as a new version",
             params=PredictParams, entry="clowder_ml.tasks.text_predict:run",
-            min_datasets=1, max_datasets=1, model_params=("model",),
-            validate="clowder_ml.tasks.text_classification:validate_predict",
-            publish="clowder_ml.tasks.text_classification:publish_predict"),
+            min_datasets=1, max_datasets=1, model_params=("model",)),
 )

@@ -31,10 +31,10 @@ from clowder_ml.ml import launch, manifest, models, textdata, usercode
 from clowder_ml.runner.inputs import default_cache_dir
 from clowder_ml.runner.threads import reserved_threads
 from clowder_ml.tasks.context import TaskContext
+from clowder_ml.tasks.outputs import MODEL_DIR
 from clowder_ml.tasks.registry import BUILTIN_MODELS
 from clowder_ml.tasks.text_classification import FinetuneParams, data_tables
 
-MODEL_OUTPUT = "model"
 TASK = "text-classification-finetune"
 
 
@@ -243,7 +243,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
                                            storage=shared / "ray", name=ctx.job_id,
                                            max_failures=p.max_failures)
     labels = prep.labels
-    model_out = ctx.outputs_dir / MODEL_OUTPUT
+    model_out = ctx.outputs_dir / MODEL_DIR
     launch.collect_model(out_dir, model_out)
     ev = trained.get("eval") or {}
     metrics = {f"eval_{k}": v for k, v in ev.items() if k != "confusion_matrix"}

@@ -27,8 +27,8 @@ from clowder_ml.ml import predict_ray, textdata
 from clowder_ml.ml.models import load_classifier
 from clowder_ml.ml.predict_output import PredictionWriter
 from clowder_ml.tasks.context import TaskContext
+from clowder_ml.tasks.outputs import PREDICTIONS_FILE
 from clowder_ml.tasks.text_classification import (
-    PREDICTIONS_OUTPUT,
     PredictParams,
     data_tables,
 )
@@ -69,7 +69,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     started = time.monotonic()
     if p.workers > 1:
         labels = _labels_of(model_dir)
-        with PredictionWriter(ctx.outputs_dir / PREDICTIONS_OUTPUT, labels,
+        with PredictionWriter(ctx.outputs_dir / PREDICTIONS_FILE, labels,
                               scored=p.label_column is not None) as out:
             _predict_across_workers(ctx, p, tables, data.path, text_column, max_length,
                                     model_dir, out)
@@ -78,7 +78,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
 
         model, tokenizer, id2label = load_classifier(model_dir)
         labels = [id2label[i] for i in range(len(id2label))]
-        with PredictionWriter(ctx.outputs_dir / PREDICTIONS_OUTPUT, labels,
+        with PredictionWriter(ctx.outputs_dir / PREDICTIONS_FILE, labels,
                               scored=p.label_column is not None) as out:
             for table in tables:
                 for batch in textdata.iter_text_rows(table, data.path, text_column,

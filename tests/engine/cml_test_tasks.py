@@ -11,7 +11,8 @@ from typing import Any
 
 from clowder_ml.errors import ValidationFailed
 from clowder_ml.tasks.context import TaskContext
-from clowder_ml.tasks.registry import TaskDef, TaskParams
+from clowder_ml.tasks.params import TaskParams
+from clowder_ml.tasks.registry import TaskDef
 
 
 class SleepParams(TaskParams):

@@ -22,6 +22,7 @@ from clowder_ml.engine.ray_cluster import EmbeddedRayHead, _pids_using, ray_temp
 from clowder_ml.engine.spec import JobSpec
 from clowder_ml.engine.states import JobState
 from clowder_ml.services import jobs, users
+from clowder_ml.services.job_store import DbJobStore
 from clowder_ml.settings import Settings
 from clowder_ml.tasks.registry import TaskRegistry
 from tests.conftest import ServerProcess
@@ -77,7 +78,7 @@ def test_job_submitted_just_before_a_crash_is_found_not_rerun(
     # Ray got it (as the dispatcher would have submitted it) but the server died before
     # recording SUBMITTED.
     backend.submit(job_id, ["true"], num_cpus=0.1)
-    dispatcher = Dispatcher(settings, db)
+    dispatcher = Dispatcher(settings, DbJobStore(settings, db))
     dispatcher.step()
     with db.session() as s:
         row = jobs.get(s, admin, job_id)

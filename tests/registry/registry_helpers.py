@@ -1,7 +1,7 @@
 """Versions registered through the real publish step, without training: a job row is
 submitted (inputs pinned and linked as for any job), its outputs are a small real
-safetensors folder, and ``publish_finetune`` registers it. Lets registry tests (aliases,
-best rule, compare, lineage, export, delete) run in milliseconds."""
+safetensors folder, and the publish step (``registry.publish``) registers it. Lets registry
+tests (aliases, best rule, compare, lineage, export, delete) run in milliseconds."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Any
 import torch
 from safetensors.torch import save
 
-from clowder_ml.api.platform import Platform
 from clowder_ml.db.models import Job, JobOutput, User
 from clowder_ml.engine.spec import InputRef, JobSpec
+from clowder_ml.registry import publish
 from clowder_ml.services import jobs
-from clowder_ml.tasks.text_classification import publish_finetune, publish_predict
+from clowder_ml.services.platform import Platform
 from tests.conftest import Api
 
 
@@ -68,7 +68,7 @@ def fake_finetune(api: Api, dataset: str, name: str, metrics: dict[str, Any], *,
     with platform.db.session() as s:
         job = s.get(Job, job_id)
         assert job is not None
-        return publish_finetune(s, platform, job, {"metrics": metrics})
+        return publish.publish(s, platform, job, {"metrics": metrics})
 
 
 def fake_predict(api: Api, dataset: str, model_ref: str, user: str = "admin"
@@ -80,4 +80,4 @@ def fake_predict(api: Api, dataset: str, model_ref: str, user: str = "admin"
     with platform.db.session() as s:
         job = s.get(Job, job_id)
         assert job is not None
-        return publish_predict(s, platform, job, {"model": model_ref, "rows": 1})
+        return publish.publish(s, platform, job, {"model": model_ref, "rows": 1})

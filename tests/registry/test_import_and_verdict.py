@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from clowder_ml.db.models import ModelVersion
-from clowder_ml.services.model_reproduce import compute_verdict
+from clowder_ml.registry.reproduction import compute_verdict
 from tests.conftest import Api
 from tests.registry.registry_helpers import manifest, platform_of, weights_bytes
 

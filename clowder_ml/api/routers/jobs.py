@@ -13,13 +13,14 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect, status
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
 from clowder_ml.api.deps import PlatformDep, UserDep, current_user_ws
-from clowder_ml.api.job_schemas import JobEventOut, JobOut, MetricOut, OutputOut
-from clowder_ml.api.platform import Platform
+from clowder_ml.api.job_schemas import JobEventOut, MetricOut, OutputOut
 from clowder_ml.db.models import User
 from clowder_ml.engine.spec import JobSpec
 from clowder_ml.engine.states import JobState
 from clowder_ml.errors import ClowderMLError, NotFound
 from clowder_ml.services import job_runs, jobs
+from clowder_ml.services.job_views import JobOut
+from clowder_ml.services.platform import Platform
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 # How often followers look for new log bytes, metrics and state (the DB is the only channel

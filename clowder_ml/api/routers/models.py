@@ -17,15 +17,8 @@ from clowder_ml.api.schemas import Metadata, Strict, Text
 from clowder_ml.db.models import Model, ModelVersion, Permission, User
 from clowder_ml.engine.spec import MAX_CPUS, MAX_GPUS
 from clowder_ml.errors import NotFound
-from clowder_ml.services import (
-    datasets,
-    files,
-    model_artifacts,
-    model_lineage,
-    model_reproduce,
-    models,
-    users,
-)
+from clowder_ml.registry import artifacts, lineage, models, reproduction
+from clowder_ml.services import datasets, files, users
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
 NumberP = Annotated[int, Path(ge=1, le=2**31 - 1, description="Version or reproduction number")]
@@ -228,7 +221,7 @@ def import_model(body: ImportRequest, user: UserDep, platform: PlatformDep) -> I
     model). Safetensors only: pickle-based weights are refused or left out."""
     with platform.db.session() as s:
         ds = datasets.resolve(s, user, body.dataset)
-        done = model_artifacts.import_folder(s, platform.blobs, user, ds, body.version,
+        done = artifacts.import_folder(s, platform.blobs, user, ds, body.version,
                                              body.path, body.name, body.description)
         return ImportOut(version=_version_out(s, done.version), skipped=done.skipped)
 
@@ -332,7 +325,7 @@ def version_lineage(name: str, number: NumberP, user: UserDep,
                     platform: PlatformDep) -> dict[str, Any]:
     """Where the version came from (job, data, parent) and what used it (predictions...)."""
     with platform.db.session() as s:
-        return model_lineage.version_lineage(s, user, _version(s, user, name, number))
+        return lineage.version_lineage(s, user, _version(s, user, name, number))
 
 
 @router.get("/datasets/{ref}/versions/{number}/lineage")
@@ -343,7 +336,7 @@ def dataset_lineage(ref: str, number: NumberP, user: UserDep,
         ds = datasets.resolve(s, user, ref)
         if datasets.get_version(s, ds, number) is None:
             raise NotFound(f"Dataset {ref!r} has no version {number}.")
-        return model_lineage.dataset_lineage(s, user, ds, number)
+        return lineage.dataset_lineage(s, user, ds, number)
 
 
 @router.get("/models/{name}/versions/{number}/files", response_model=list[OutputOut])
@@ -391,7 +384,7 @@ def export_version(name: str, number: NumberP, body: ExportRequest, user: UserDe
         v = _version(s, user, name, number)
         ds = datasets.resolve(s, user, body.dataset, Permission.WRITE)
         folder = body.path or f"models/{models.model_of(s, v).name}-v{v.number}"
-        dv = model_artifacts.export_to_dataset(s, platform.db, user, v, ds, folder)
+        dv = artifacts.export_to_dataset(s, platform.db, user, v, ds, folder)
         return {"dataset": ds.name, "dataset_id": ds.id, "version": dv.number,
                 "path": folder.strip("/"), "files": len(models.files(s, v))}
 
@@ -403,9 +396,9 @@ def reproduce(name: str, number: NumberP, body: ReproduceRequest, user: UserDep,
     """Re-run the version's job; the verdict is ready when that job ends."""
     with platform.db.session() as s:
         v = _version(s, user, name, number)
-        row, _ = model_reproduce.start(s, user, platform.tasks, v, cpus=body.cpus,
+        row, _ = reproduction.start(s, user, platform.tasks, v, cpus=body.cpus,
                                        gpus=body.gpus)
-        out = ReproductionOut(**model_reproduce.describe(s, row))
+        out = ReproductionOut(**reproduction.describe(s, row))
     platform.wake_dispatcher()
     return out
 
@@ -416,8 +409,8 @@ def list_reproductions(name: str, number: NumberP, user: UserDep,
                        platform: PlatformDep) -> list[ReproductionOut]:
     with platform.db.session() as s:
         v = _version(s, user, name, number)
-        return [ReproductionOut(**model_reproduce.describe(s, r))
-                for r in model_reproduce.list_for(s, v)]
+        return [ReproductionOut(**reproduction.describe(s, r))
+                for r in reproduction.list_for(s, v)]
 
 
 @router.get("/models/{name}/versions/{number}/reproductions/{rid}",
@@ -426,7 +419,7 @@ def show_reproduction(name: str, number: NumberP, rid: NumberP, user: UserDep,
                       platform: PlatformDep) -> ReproductionOut:
     with platform.db.session() as s:
         v = _version(s, user, name, number)
-        return ReproductionOut(**model_reproduce.describe(s, model_reproduce.get(s, v, rid)))
+        return ReproductionOut(**reproduction.describe(s, reproduction.get(s, v, rid)))
 
 
 @router.put("/models/{name}/shares/{username}", status_code=204)

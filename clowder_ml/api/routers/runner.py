@@ -10,17 +10,11 @@ from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from clowder_ml.api.deps import PlatformDep
-from clowder_ml.api.job_schemas import (
-    FinishAck,
-    OutputOut,
-    ReportAck,
-    RunnerFinish,
-    RunnerJob,
-    RunnerReport,
-)
+from clowder_ml.api.job_schemas import FinishAck, OutputOut, ReportAck, RunnerFinish, RunnerReport
 from clowder_ml.db.models import Job
 from clowder_ml.errors import AuthenticationRequired, NotFound
 from clowder_ml.services import job_runs, job_tokens
+from clowder_ml.services.job_views import RunnerJob
 from clowder_ml.services.paths import normalize_path
 
 router = APIRouter(prefix="/api/v1/runner", tags=["runner"])
@@ -63,7 +57,8 @@ def input_blob(sha256: Sha256, job: JobDep, platform: PlatformDep) -> FileRespon
 
 @router.post("/report", response_model=ReportAck)
 def report(body: RunnerReport, job: JobDep, platform: PlatformDep) -> ReportAck:
-    cancel, log_offset = job_runs.record_report(platform.settings, platform.db, job, body)
+    cancel, log_offset = job_runs.record_report(platform.settings, platform.db, job,
+                                               body.to_report())
     return ReportAck(cancel_requested=cancel, log_offset=log_offset)
 
 
@@ -88,6 +83,6 @@ async def put_output(path: str, request: Request, job: JobDep,
 @router.post("/finish", response_model=FinishAck)
 def finish(body: RunnerFinish, job: JobDep, platform: PlatformDep) -> FinishAck:
     """SUCCEEDED with the result, or FAILED with a one-line reason; the token ends here."""
-    done = job_runs.finish(platform, job, body)
+    done = job_runs.finish(platform, job, body.status, body.result, body.reason)
     platform.wake_dispatcher()
     return FinishAck(state=done.state)

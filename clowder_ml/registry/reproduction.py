@@ -28,12 +28,13 @@ from clowder_ml.db.models import Job, JobOutput, ModelReproduction, ModelVersion
 from clowder_ml.engine.spec import JobSpec
 from clowder_ml.engine.states import JobState
 from clowder_ml.errors import Conflict, NotFound
-from clowder_ml.services import jobs, models
+from clowder_ml.registry import models
+from clowder_ml.services import jobs
 from clowder_ml.storage.blobstore import LocalBlobStore
 from clowder_ml.tasks.registry import TaskRegistry
 
 if TYPE_CHECKING:
-    from clowder_ml.api.platform import Platform
+    from clowder_ml.services.platform import Platform
 
 # Timings, not results: they differ between any two runs.
 TIMING_METRICS = frozenset({"train_samples_per_s", "seconds", "samples_per_s"})

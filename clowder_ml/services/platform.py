@@ -1,4 +1,5 @@
-"""The objects one server process shares between requests."""
+"""The objects one server process shares between requests (built by the API at start-up,
+handed to the services that need more than a database session)."""
 
 from __future__ import annotations
 

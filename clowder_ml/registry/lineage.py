@@ -15,7 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clowder_ml.db.models import Dataset, Job, JobLink, ModelVersion, User
-from clowder_ml.services import datasets, models
+from clowder_ml.registry import models
+from clowder_ml.services import datasets
 
 
 def link_inputs(s: Session, job: Job) -> None:

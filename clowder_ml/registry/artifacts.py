@@ -23,7 +23,8 @@ from clowder_ml.db.models import Dataset, DatasetVersion, Model, ModelVersion, U
 from clowder_ml.db.session import Database
 from clowder_ml.errors import ValidationFailed
 from clowder_ml.ml.models import CONVERT_HINT, PICKLE_SUFFIXES, is_safetensors
-from clowder_ml.services import datasets, models
+from clowder_ml.registry import models
+from clowder_ml.services import datasets
 from clowder_ml.storage.blobstore import BlobInfo, LocalBlobStore
 
 

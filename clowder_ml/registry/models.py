@@ -42,10 +42,11 @@ from clowder_ml.db.models import (
 )
 from clowder_ml.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from clowder_ml.services.datasets import validate_name
+from clowder_ml.tasks.outputs import MODEL_DIR
 
 ID_PREFIX = "mdl_"
 MODEL_VERSION_PREFIX = "mv_"  # a pinned model input's ref: mv_<version row id>
-MODEL_PREFIX = "model/"  # where a fine-tune job writes the model folder in its outputs
+MODEL_PREFIX = f"{MODEL_DIR}/"  # where a fine-tune job writes the model folder in its outputs
 REF_RE = re.compile(r"^(?:(?P<owner>[^:/@]+):)?(?P<name>[^:/@]+)"
                     r"(?:(?:@(?P<alias>[A-Za-z0-9._-]+))|(?:/(?P<number>\d{1,9})))?$")
 ALIAS_RE = re.compile(r"^[a-z][a-z0-9._-]{0,63}$")
