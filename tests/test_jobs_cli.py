@@ -16,9 +16,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from clowder_ml import cli_jobs
 from clowder_ml import client as client_mod
 from clowder_ml.cli import app
+from clowder_ml.cli import jobs as jobs_commands
 from clowder_ml.client import Client
 
 PROFILE = {
@@ -133,7 +133,7 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeJobs:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))  # no saved login leaks in
     monkeypatch.setattr(client_mod.time, "sleep", lambda s: None)
     f = FakeJobs()
-    monkeypatch.setattr(cli_jobs, "_client_factory", lambda: make_client(f))
+    monkeypatch.setattr(jobs_commands, "_client_factory", lambda: make_client(f))
     return f
 
 
@@ -166,8 +166,9 @@ def test_submit_job_builds_the_spec(fake: FakeJobs) -> None:
 
 
 def test_param_values_are_json_when_valid() -> None:
-    assert cli_jobs.parse_params(["epochs=3", "lr=1e-4", "name=iris", "ok=true",
-                                  "cols=[\"a\",\"b\"]", "s=\"3\"", "expr=a=b", "empty="]) == {
+    assert jobs_commands.parse_params(["epochs=3", "lr=1e-4", "name=iris", "ok=true",
+                                       "cols=[\"a\",\"b\"]", "s=\"3\"", "expr=a=b",
+                                       "empty="]) == {
         "epochs": 3, "lr": 1e-4, "name": "iris", "ok": True, "cols": ["a", "b"], "s": "3",
         "expr": "a=b", "empty": ""}
 

@@ -1,5 +1,9 @@
 """``clowder-ml models ...`` and ``clowder-ml tasks``: the model registry and the task
-catalogue. ``--json`` prints one JSON document on stdout and nothing else."""
+catalogue. ``--json`` prints one JSON document on stdout and nothing else.
+
+:mod:`clowder_ml.cli.app` adds ``models_app`` as ``models`` and registers ``tasks`` on the
+root app.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from clowder_ml.cli.common import JsonOpt, console, human_size, make_client, print_json, run
+
 models_app = typer.Typer(help="Registered models and their versions.", no_args_is_help=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
 
 
 def _metrics(m: dict[str, Any]) -> str:
@@ -23,11 +28,9 @@ def _metrics(m: dict[str, Any]) -> str:
 @models_app.command("ls")
 def models_ls(as_json: JsonOpt = False) -> None:
     """Models you own or that are shared with you (all, for an admin)."""
-    from clowder_ml.cli import _client, _print_json, _run, console
-
-    rows = _run(lambda: _client().list_models())
+    rows = run(lambda: make_client().list_models())
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     table = Table("name", "owner", "versions", "latest", "description")
     for m in rows:
@@ -39,11 +42,9 @@ def models_ls(as_json: JsonOpt = False) -> None:
 @models_app.command("info")
 def models_info(name: str, as_json: JsonOpt = False) -> None:
     """A model: description, tags, aliases, best-version rule."""
-    from clowder_ml.cli import _client, _print_json, _run, console
-
-    m = _run(lambda: _client().model(name))
+    m = run(lambda: make_client().model(name))
     if as_json:
-        _print_json(m)
+        print_json(m)
         return
     console.print(f"[bold]{m['ref']}[/] ({m['versions']} version(s), you: {m['permission']})")
     console.print(f"  description: {m['description'] or '-'}")
@@ -56,16 +57,14 @@ def models_info(name: str, as_json: JsonOpt = False) -> None:
 @models_app.command("versions")
 def models_versions(name: str, as_json: JsonOpt = False) -> None:
     """A model's versions: number, metrics, digest, aliases, source job."""
-    from clowder_ml.cli import _client, _print_json, _run, _size, console
-
-    rows = _run(lambda: _client().model_versions(name))
+    rows = run(lambda: make_client().model_versions(name))
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     table = Table("version", "metrics", "digest", "size", "aliases", "job", "created")
     for v in rows:
         table.add_row(str(v["version"]), _metrics(v["metrics"]), v["digest"][:12],
-                      _size(v["size"]), ", ".join(v["aliases"]), v["job_id"] or "-",
+                      human_size(v["size"]), ", ".join(v["aliases"]), v["job_id"] or "-",
                       v["created_at"][:19])
     console.print(table)
 
@@ -74,11 +73,9 @@ def models_versions(name: str, as_json: JsonOpt = False) -> None:
 def models_show(ref: Annotated[str, typer.Argument(help="NAME/N or NAME@latest")],
                 as_json: JsonOpt = False) -> None:
     """One version: where it came from (job, base model, data, params) and its metrics."""
-    from clowder_ml.cli import _client, _print_json, _run, console
-
-    v = _run(lambda: _client().model_version(ref))
+    v = run(lambda: make_client().model_version(ref))
     if as_json:
-        _print_json(v)
+        print_json(v)
         return
     console.print(f"[bold]{v['ref']}[/] ({', '.join(v['aliases']) or 'no aliases'})")
     for key in ("task", "base_model", "job_id", "digest", "size", "created_at"):
@@ -93,9 +90,7 @@ def models_download(ref: Annotated[str, typer.Argument(help="NAME/N or NAME@late
                     output: Annotated[Path, typer.Option("--output", "-o")] = Path(".")
                     ) -> None:
     """Download a version's Hugging Face folder (every file verified by sha256)."""
-    from clowder_ml.cli import _client, _run, console
-
-    out = _run(lambda: _client().download_model(ref, output))
+    out = run(lambda: make_client().download_model(ref, output))
     console.print(f"Downloaded {ref} to {out}")
 
 
@@ -104,11 +99,9 @@ def models_alias(name: str, version: int, alias: str,
                  reason: Annotated[str, typer.Option(help="Why (kept in the history)")] = "",
                  as_json: JsonOpt = False) -> None:
     """Point ALIAS (production, staging, ...) at VERSION, moving it if it exists."""
-    from clowder_ml.cli import _client, _print_json, _run, console
-
-    out = _run(lambda: _client().set_model_alias(name, version, alias, reason))
+    out = run(lambda: make_client().set_model_alias(name, version, alias, reason))
     if as_json:
-        _print_json(out)
+        print_json(out)
         return
     console.print(f"{name}@{alias} -> version {version}")
 
@@ -116,20 +109,16 @@ def models_alias(name: str, version: int, alias: str,
 @models_app.command("unalias")
 def models_unalias(name: str, alias: str) -> None:
     """Remove ALIAS from the model (recorded in its history)."""
-    from clowder_ml.cli import _client, _run, console
-
-    _run(lambda: _client().remove_model_alias(name, alias))
+    run(lambda: make_client().remove_model_alias(name, alias))
     console.print(f"Removed {name}@{alias}")
 
 
 @models_app.command("aliases")
 def models_aliases(name: str, as_json: JsonOpt = False) -> None:
     """Current aliases and the history of every move."""
-    from clowder_ml.cli import _client, _print_json, _run, console
-
-    out = _run(lambda: _client().model_aliases(name))
+    out = run(lambda: make_client().model_aliases(name))
     if as_json:
-        _print_json(out)
+        print_json(out)
         return
     table = Table("alias", "version")
     for a in out["aliases"]:
@@ -149,14 +138,12 @@ def models_rule(name: str,
                 clear: Annotated[bool, typer.Option("--clear", help="Remove the rule")] = False,
                 ) -> None:
     """Set the best-version rule: the 'best' alias follows the best METRIC (max or min)."""
-    from clowder_ml.cli import _client, _run, console
-
     if clear:
-        m = _run(lambda: _client().update_model(name, clear_best_rule=True))
+        m = run(lambda: make_client().update_model(name, clear_best_rule=True))
     elif metric is None:
         raise typer.BadParameter("Give a METRIC, or --clear.")
     else:
-        m = _run(lambda: _client().update_model(name, best_metric=metric, best_mode=mode))
+        m = run(lambda: make_client().update_model(name, best_metric=metric, best_mode=mode))
     best = m["aliases"].get("best")
     console.print(f"{name}: best rule {m['best_mode']} {m['best_metric']}; best -> "
                   f"{best if best is not None else '-'}" if m["best_metric"]
@@ -166,10 +153,8 @@ def models_rule(name: str,
 @models_app.command("describe")
 def models_describe(ref: str, text: str) -> None:
     """Set the description of a model (NAME) or of one version (NAME/N)."""
-    from clowder_ml.cli import _client, _run, console
-
     def go() -> None:
-        client = _client()
+        client = make_client()
         if "/" in ref or "@" in ref:
             v = client.update_model_version(ref, description=text)
             console.print(f"Described {v['ref']}")
@@ -177,18 +162,16 @@ def models_describe(ref: str, text: str) -> None:
             client.update_model(ref, description=text)
             console.print(f"Described {ref}")
 
-    _run(go)
+    run(go)
 
 
 @models_app.command("compare")
 def models_compare(name: str, versions: Annotated[list[int], typer.Argument(min=1)],
                    as_json: JsonOpt = False) -> None:
     """Versions side by side: params that differ, metrics, data, base model."""
-    from clowder_ml.cli import _client, _print_json, _run, console
-
-    out = _run(lambda: _client().compare_models(name, versions))
+    out = run(lambda: make_client().compare_models(name, versions))
     if as_json:
-        _print_json(out)
+        print_json(out)
         return
     table = Table("", *[f"v{n}" for n in out["versions"]])
     for key, values in out["metrics"].items():
@@ -205,11 +188,9 @@ def models_compare(name: str, versions: Annotated[list[int], typer.Argument(min=
 def models_lineage(ref: Annotated[str, typer.Argument(help="NAME/N, NAME@ALIAS")],
                    as_json: JsonOpt = False) -> None:
     """Where a version came from and what used it (predictions, fine-tunes)."""
-    from clowder_ml.cli import _client, _print_json, _run, console
-
-    out = _run(lambda: _client().model_lineage(ref))
+    out = run(lambda: make_client().model_lineage(ref))
     if as_json:
-        _print_json(out)
+        print_json(out)
         return
 
     def node(n: dict[str, Any] | None) -> str:
@@ -238,9 +219,7 @@ def models_lineage(ref: Annotated[str, typer.Argument(help="NAME/N, NAME@ALIAS")
 @models_app.command("zip")
 def models_zip(ref: str, output: Annotated[Path, typer.Option("--output", "-o")]) -> None:
     """Download a version as one zip of its Hugging Face folder."""
-    from clowder_ml.cli import _client, _run, console
-
-    out = _run(lambda: _client().download_model_zip(ref, output))
+    out = run(lambda: make_client().download_model_zip(ref, output))
     console.print(f"Wrote {out}")
 
 
@@ -249,11 +228,9 @@ def models_export(ref: str, dataset: str,
                   path: Annotated[str, typer.Option(help="Folder in the dataset")] = "",
                   as_json: JsonOpt = False) -> None:
     """Add a version's files (and its metadata) to a dataset as a new dataset version."""
-    from clowder_ml.cli import _client, _print_json, _run, console
-
-    out = _run(lambda: _client().export_model(ref, dataset, path))
+    out = run(lambda: make_client().export_model(ref, dataset, path))
     if as_json:
-        _print_json(out)
+        print_json(out)
         return
     console.print(f"Exported {ref} to {out['dataset']}:{out['path']} "
                   f"(dataset version {out['version']})")
@@ -266,11 +243,9 @@ def models_import(name: str,
                   description: str = "", as_json: JsonOpt = False) -> None:
     """Register an uploaded Hugging Face model folder (safetensors only) as a version, to
     fine-tune from (base_model=NAME@latest)."""
-    from clowder_ml.cli import _client, _print_json, _run, console
-
-    out = _run(lambda: _client().import_model(name, dataset, path, description=description))
+    out = run(lambda: make_client().import_model(name, dataset, path, description=description))
     if as_json:
-        _print_json(out)
+        print_json(out)
         return
     console.print(f"Imported {out['version']['ref']} (digest {out['version']['digest'][:12]})")
     if out["skipped"]:
@@ -282,9 +257,7 @@ def models_rm(ref: Annotated[str, typer.Argument(help="NAME/N")],
               force: Annotated[bool, typer.Option(help="Also remove its aliases")] = False,
               ) -> None:
     """Delete a version (refused while an alias points at it, unless --force)."""
-    from clowder_ml.cli import _client, _run, console
-
-    _run(lambda: _client().delete_model_version(ref, force))
+    run(lambda: make_client().delete_model_version(ref, force))
     console.print(f"Deleted {ref}")
 
 
@@ -292,9 +265,7 @@ def models_rm(ref: Annotated[str, typer.Argument(help="NAME/N")],
 def models_share(name: str, username: str,
                  write: Annotated[bool, typer.Option(help="Allow changes")] = False) -> None:
     """Let another user read (or, with --write, change) the model."""
-    from clowder_ml.cli import _client, _run, console
-
-    _run(lambda: _client().share_model(name, username, "write" if write else "read"))
+    run(lambda: make_client().share_model(name, username, "write" if write else "read"))
     console.print(f"Shared {name} with {username} ({'write' if write else 'read'})")
 
 
@@ -307,19 +278,17 @@ def models_reproduce(ref: Annotated[str, typer.Argument(help="NAME/N")],
                      as_json: JsonOpt = False) -> None:
     """Re-run a version's job and say whether the result is bit-identical, and if not,
     where (weights, metrics) and why (the recorded environment facts that differ)."""
-    from clowder_ml.cli import _client, _print_json, _run, console
-
     def go() -> dict[str, Any]:
-        client = _client()
+        client = make_client()
         started: dict[str, Any] = client.reproduce_model(ref, cpus=cpus)
         if not wait:
             return started
         done: dict[str, Any] = client.wait_reproduction(ref, started["id"], timeout_s=timeout)
         return done
 
-    out = _run(go)
+    out = run(go)
     if as_json:
-        _print_json(out)
+        print_json(out)
         return
     console.print(f"[bold]{out['verdict']}[/] ({out['ref']}, job {out['job_id']}): {out['why']}")
     for d in out["differences"]:
@@ -334,11 +303,9 @@ def models_reproduce(ref: Annotated[str, typer.Argument(help="NAME/N")],
 
 def tasks(as_json: JsonOpt = False) -> None:
     """The tasks jobs can run, with their params (name, type, default)."""
-    from clowder_ml.cli import _client, _print_json, _run, console
-
-    rows = _run(lambda: _client().list_tasks())
+    rows = run(lambda: make_client().list_tasks())
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     for t in rows:
         console.print(f"[bold]{t['name']}[/]: {t['summary']}")

@@ -5,8 +5,8 @@ Output contract: ``--json`` prints exactly one JSON document on stdout (the job,
 is 0 when the job succeeded and 1 when it failed or was cancelled. Platform errors print as
 code, message and hint (exit 1) like every other command.
 
-The shared helpers live in :mod:`clowder_ml.cli`, which imports this module to register it;
-they are imported inside the functions so that either module can be imported first.
+Registered on the root app as ``jobs`` by :mod:`clowder_ml.cli.app`; the shared helpers come
+from :mod:`clowder_ml.cli.common`.
 """
 
 from __future__ import annotations
@@ -25,13 +25,15 @@ from rich.progress_bar import ProgressBar
 from rich.table import Column, Table
 from rich.text import Text
 
+from clowder_ml.cli.common import console, err_console, human_size, make_client, print_json, run
+
 if TYPE_CHECKING:
     from clowder_ml.client import Client
 
 jobs_app = typer.Typer(help="Submit and follow jobs.", no_args_is_help=True)
 
-# cli.JsonOpt cannot be imported here at import time (cli imports this module first).
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the job as one JSON object")]
+# Not common.JsonOpt: a job prints as one JSON object, not instead of a table.
+JobJsonOpt = Annotated[bool, typer.Option("--json", help="Print the job as one JSON object")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Return once the job is terminal; "
                                                       "exit 0 if it succeeded, 1 otherwise")]
 STATE_STYLE = {"pending": "yellow", "submitted": "yellow", "running": "cyan",
@@ -40,10 +42,7 @@ STATE_STYLE = {"pending": "yellow", "submitted": "yellow", "running": "cyan",
 
 def _client_factory() -> Client:
     """The client every command uses (a seam: tests replace it with a mock-backed one)."""
-    from clowder_ml.cli import _client
-
-    client: Client = _client()
-    return client
+    return make_client()
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
@@ -115,10 +114,8 @@ class _LiveView:
 
 def _profile_result(result: dict[str, Any]) -> list[RenderableType]:
     """A dataset-profile result: a table per data file, then images, other files, errors."""
-    from clowder_ml.cli import _size
-
     out: list[RenderableType] = [Text(
-        f"{result.get('files', '?')} files, {_size(int(result.get('bytes') or 0))}")]
+        f"{result.get('files', '?')} files, {human_size(int(result.get('bytes') or 0))}")]
     for t in result.get("tables") or []:
         # A heading line, not a table title: Rich wraps titles to the (narrow) table width.
         out.append(Text(f"{t.get('path')} ({t.get('format')}): {_cell(t.get('rows'))} rows, "
@@ -188,8 +185,6 @@ def _summary(job: dict[str, Any], events: list[dict[str, Any]] | None = None,
 
 
 def _print_summary(job: dict[str, Any], events: list[dict[str, Any]] | None = None) -> None:
-    from clowder_ml.cli import console
-
     for part in _summary(job, events):
         console.print(part)
 
@@ -199,16 +194,14 @@ def _print_summary(job: dict[str, Any], events: list[dict[str, Any]] | None = No
 def _wait(client: Client, job: dict[str, Any], live: bool) -> dict[str, Any]:
     """Wait until ``job`` is terminal (live display on stderr unless ``live`` is False);
     Ctrl-C stops waiting (exit 130), not the job."""
-    from clowder_ml.cli import _run, err_console
-
     try:
         if not live:
-            return _run(lambda: client.wait_job(job["id"]))
+            return run(lambda: client.wait_job(job["id"]))
         view = _LiveView(job)
         with Live(view, console=err_console, refresh_per_second=4, transient=True):
             def update(j: dict[str, Any]) -> None:
                 view.job = j
-            return _run(lambda: client.wait_job(job["id"], on_update=update))
+            return run(lambda: client.wait_job(job["id"], on_update=update))
     except KeyboardInterrupt:
         err_console.print(f"Stopped waiting; job {job['id']} goes on "
                           f"(`clowder-ml jobs cancel {job['id']}` stops it).")
@@ -217,10 +210,8 @@ def _wait(client: Client, job: dict[str, Any], live: bool) -> dict[str, Any]:
 
 def _finish(job: dict[str, Any], as_json: bool) -> None:
     """Print the terminal job and exit with the job's outcome."""
-    from clowder_ml.cli import _print_json
-
     if as_json:
-        _print_json(job)
+        print_json(job)
     else:
         _print_summary(job)
     raise typer.Exit(0 if job["state"] == "succeeded" else 1)
@@ -251,12 +242,10 @@ def jobs_submit(
     retries: Annotated[int | None, typer.Option(help="Resubmissions after the cluster "
                                                      "was lost")] = None,
     wait: WaitOpt = False,
-    as_json: JsonOpt = False,
+    as_json: JobJsonOpt = False,
 ) -> None:
     """Submit a job. Prints the job; with --wait follows it to the end and prints its result
     (or why it failed with the last log lines)."""
-    from clowder_ml.cli import _print_json, _run, err_console
-
     names = dataset or []
     versions = dataset_version or []
     if versions and len(versions) != len(names):
@@ -274,12 +263,12 @@ def jobs_submit(
         params["workers"] = workers
     mem: int | str | None = int(memory) if memory and memory.isdigit() else memory
     client = _client_factory()
-    job = _run(lambda: client.submit_job(task, datasets=datasets, params=params, cpus=cpus,
-                                         gpus=gpus, memory=mem, timeout_s=timeout,
-                                         retries=retries))
+    job = run(lambda: client.submit_job(task, datasets=datasets, params=params, cpus=cpus,
+                                        gpus=gpus, memory=mem, timeout_s=timeout,
+                                        retries=retries))
     if not wait:
         if as_json:
-            _print_json(job)
+            print_json(job)
         else:
             err_console.print(f"Submitted job [bold]{escape(job['id'])}[/] "
                               f"({_state(str(job['state']))}).")
@@ -296,12 +285,10 @@ def jobs_ls(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list")] = False,
 ) -> None:
     """List your jobs, oldest first."""
-    from clowder_ml.cli import _print_json, _run, console
-
     client = _client_factory()
-    rows = _run(lambda: client.list_jobs(state))
+    rows = run(lambda: client.list_jobs(state))
     if as_json:
-        return _print_json(rows)
+        return print_json(rows)
     # ids are copied from here to other commands: never cut them
     table = Table(Column("id", no_wrap=True), "task", "state", "created", "reason")
     for j in rows:
@@ -314,15 +301,13 @@ def jobs_ls(
 
 @jobs_app.command("show")
 def jobs_show(job_id: Annotated[str, typer.Argument(metavar="ID")],
-              as_json: JsonOpt = False) -> None:
+              as_json: JobJsonOpt = False) -> None:
     """Show a job: state, reason, what it waits for, its events and its result."""
-    from clowder_ml.cli import _print_json, _run
-
     client = _client_factory()
-    job = _run(lambda: client.get_job(job_id))
+    job = run(lambda: client.get_job(job_id))
     if as_json:
-        return _print_json(job)
-    _print_summary(job, _run(lambda: client.job_events(job_id)))
+        return print_json(job)
+    _print_summary(job, run(lambda: client.job_events(job_id)))
 
 
 @jobs_app.command("logs")
@@ -332,11 +317,9 @@ def jobs_logs(
                                          help="Keep printing until the job ends")] = False,
 ) -> None:
     """Print a job's log; with -f follow it until the job is terminal."""
-    from clowder_ml.cli import _run
-
     client = _client_factory()
     if not follow:
-        sys.stdout.write(_run(lambda: client.job_logs(job_id)))
+        sys.stdout.write(run(lambda: client.job_logs(job_id)))
         return
 
     def pump() -> None:
@@ -345,7 +328,7 @@ def jobs_logs(
             sys.stdout.flush()
 
     try:
-        _run(pump)
+        run(pump)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
@@ -354,10 +337,8 @@ def jobs_logs(
 def jobs_cancel(job_id: Annotated[str, typer.Argument(metavar="ID")],
                 wait: WaitOpt = False) -> None:
     """Ask to cancel a job and print its state; with --wait, until it is terminal."""
-    from clowder_ml.cli import _run, console
-
     client = _client_factory()
-    job = _run(lambda: client.cancel_job(job_id))
+    job = run(lambda: client.cancel_job(job_id))
     if not wait:
         console.print(f"{escape(job_id)}: {_state(str(job['state']))}"
                       + (" (cancel requested)" if job.get("cancel_requested")
