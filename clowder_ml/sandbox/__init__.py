@@ -8,7 +8,10 @@ limits, or, only when an operator configures it, the weaker bubblewrap backend.
 Streaming (:meth:`Sandbox.start` -> :class:`SandboxProcess`, stdin/stdout pipes to the
 host) underlies running user Python: :func:`~clowder_ml.sandbox.usercode.evaluate_config`
 (a ``config.py``'s ``CONFIG``, back as JSON only), :func:`~clowder_ml.sandbox.usercode.apply`
-(a user function over a record stream) and :class:`~clowder_ml.sandbox.pool.WarmPool`.
+(a user function over a record stream) and :class:`~clowder_ml.sandbox.pool.WarmPool`, all
+over the agent protocol (:mod:`~clowder_ml.sandbox.agent_client` on the host,
+:mod:`~clowder_ml.sandbox.agent` inside the sandbox). ``usercode`` imports this package
+(for ``get_sandbox``); this package imports none of those modules, even lazily.
 
 Contract inside the sandbox: ``/data`` is the input (read-only), ``/work`` the private
 writable work folder and working directory, ``/code`` the staged code (read-only); uid/gid

@@ -1,5 +1,6 @@
 """The agent: the small program that runs user code *inside* the sandbox and speaks to the
 host over stdin/stdout. Staged read-only at ``/code`` and run with the platform's Python.
+The host's side of the protocol below is :mod:`clowder_ml.sandbox.agent_client`.
 
 Standard library only, and nothing from ``clowder_ml``: it must start fast (the warm pool
 pays its import before a request arrives) and must not pull the platform into the sandbox.

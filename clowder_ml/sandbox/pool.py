@@ -1,6 +1,11 @@
 """A warm pool of single-use config sandboxes, so that validating a ``config.py`` does not
 pay a sandbox start (and the agent's Python start) on the request path.
 
+The pool only starts and hands out agents (:func:`~clowder_ml.sandbox.agent_client.start_agent`,
+:class:`~clowder_ml.sandbox.agent_client.Agent`); what is sent to one and what its answer
+means is the caller's (:func:`~clowder_ml.sandbox.usercode.evaluate_config`). It imports
+:mod:`~clowder_ml.sandbox.agent_client`, never :mod:`~clowder_ml.sandbox.usercode`.
+
 >>> with WarmPool(get_sandbox(), size=2) as pool:
 ...     evaluate_config(code, Schema, pool=pool)
 
@@ -27,13 +32,14 @@ from collections import deque
 from dataclasses import replace
 
 from clowder_ml.errors import ServiceUnavailable
+from clowder_ml.sandbox.agent_client import CONFIG_LIMITS, Agent, start_agent
 from clowder_ml.sandbox.base import Sandbox
 from clowder_ml.sandbox.limits import Limits
-from clowder_ml.sandbox.usercode import CONFIG_LIMITS, Agent, start_agent
 
 
 class WarmPool:
-    """``size`` pre-started agent sandboxes for :func:`evaluate_config`. Thread-safe."""
+    """``size`` pre-started agent sandboxes for
+    :func:`~clowder_ml.sandbox.usercode.evaluate_config`. Thread-safe."""
 
     def __init__(self, sandbox: Sandbox, size: int = 2, *, limits: Limits | None = None,
                  max_idle_s: float = 240.0) -> None:

@@ -13,6 +13,12 @@ Both run the user's code only inside a sandbox, through the agent
 Errors are :class:`UserCodeError` subclasses (user code failed, with the user's own line
 number and traceback), :class:`UserCodeLimit` (the sandbox hit a limit: timeout, memory...),
 or :class:`~clowder_ml.errors.ValidationFailed` (the schema rejected the config).
+
+Layering: this is the top of :mod:`clowder_ml.sandbox`'s user-code stack. It starts agents
+and moves frames through :mod:`clowder_ml.sandbox.agent_client`, takes warm ones from a
+:class:`~clowder_ml.sandbox.pool.WarmPool` when given one, and owns what the answers mean
+(the errors above, schema validation, the pre-run scan). Neither of those modules imports
+this one.
 """
 
 from __future__ import annotations
@@ -20,17 +26,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from clowder_ml.errors import ClowderMLError, ValidationFailed
-from clowder_ml.sandbox.base import CODE, Sandbox, SandboxProcess
+from clowder_ml.sandbox.agent_client import (
+    CONFIG_LIMITS,
+    FRAME_LEN,
+    NO_DEADLINE,
+    read_exact,
+    read_json_frame,
+    send_frame,
+    start_agent,
+    write_all,
+)
+from clowder_ml.sandbox.base import Sandbox, SandboxProcess
 from clowder_ml.sandbox.limits import Limits, MiB
 from clowder_ml.sandbox.result import SandboxResult, Verdict
 from clowder_ml.sandbox.scan import ScanOptions, scan
@@ -41,14 +54,6 @@ if TYPE_CHECKING:
 
     from clowder_ml.sandbox.pool import WarmPool
 
-AGENT_FILE = Path(__file__).with_name("agent.py")
-AGENT_NAME = "clowder_agent.py"
-_LEN = struct.Struct(">I")
-_NO_DEADLINE = float("inf")
-
-#: Limits for one config evaluation: a config is small and quick.
-CONFIG_LIMITS = Limits(wall_s=30.0, cpu_s=10.0, memory_bytes=256 * MiB, processes=16,
-                       output_bytes=64 * 1024, disk_bytes=16 * MiB)
 #: The most source text accepted for one piece of user code.
 MAX_CODE_CHARS = 4 * MiB
 #: The default answer cap for a config, as JSON text.
@@ -120,72 +125,10 @@ class RowFailure:
     traceback: str
 
 
-def agent_command(sandbox: Sandbox) -> list[str]:
-    """The agent's argv inside the sandbox (``-I``: no user site, no env-driven imports;
-    ``-S``: no ``.pth`` hooks, see :func:`clowder_ml.sandbox.agent._add_site_packages`)."""
-    return [sandbox.python, "-I", "-S", f"{CODE}/{AGENT_NAME}"]
-
-
-class Agent:
-    """A sandbox running the agent. ``greeted``: its hello frame was read (it is up and
-    blocked reading its one request)."""
-
-    def __init__(self, proc: SandboxProcess) -> None:
-        self.proc = proc
-        self.greeted = False
-
-    def await_hello(self, deadline: float) -> bool:
-        """Read the agent's hello frame unless already read; False on EOF or deadline."""
-        if self.greeted:
-            return True
-        head = _read_exact(self.proc, _LEN.size, deadline)
-        if head is None:
-            return False
-        body = _read_exact(self.proc, _LEN.unpack(head)[0], deadline) \
-            if _LEN.unpack(head)[0] < 64 else None
-        self.greeted = body is not None
-        return self.greeted
-
-
-def start_agent(sandbox: Sandbox, limits: Limits) -> Agent:
-    """A fresh sandbox starting the agent (which then waits for its request)."""
-    return Agent(sandbox.start(agent_command(sandbox), limits=limits,
-                               files={AGENT_NAME: AGENT_FILE}))
-
-
 def _default_sandbox() -> Sandbox:
     from clowder_ml.sandbox import get_sandbox
 
     return get_sandbox()
-
-
-def _send_frame(proc: SandboxProcess, doc: dict[str, Any]) -> None:
-    data = json.dumps(doc).encode()
-    _write_all(proc, _LEN.pack(len(data)) + data)
-
-
-def _write_all(proc: SandboxProcess, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = proc.stdin.write(view)
-        view = view[n or 0:]
-
-
-def _read_exact(proc: SandboxProcess, size: int, deadline: float) -> bytes | None:
-    """``size`` bytes from the agent, None at EOF or when ``deadline`` passes
-    (:data:`_NO_DEADLINE`: wait as long as the sandbox lives)."""
-    fd = proc.stdout.fileno()
-    buf = bytearray()
-    while len(buf) < size:
-        if deadline != _NO_DEADLINE:  # the sandbox's own limits bound an endless wait
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
-        chunk = os.read(fd, size - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
 
 
 def _limit_error(proc: SandboxProcess, what: str) -> UserCodeLimit:
@@ -248,19 +191,19 @@ def evaluate_config(code: str, schema: type[BaseModel] | None = None, *,
         deadline = time.monotonic() + timeout_s
         try:
             # Sent before the hello is read: a cold start overlaps with the pipe transfer.
-            _send_frame(proc, {"op": "config", "code": code, "filename": filename,
-                               "max_bytes": max_bytes})
+            send_frame(proc, {"op": "config", "code": code, "filename": filename,
+                              "max_bytes": max_bytes})
         except OSError:
             raise _limit_error(proc, "The config sandbox") from None
         # A cold sandbox's boot counts against the request deadline too, with a floor so
         # a short timeout_s still lets the sandbox start.
         if not agent.await_hello(max(deadline, time.monotonic() + 10.0)):
             raise _limit_error(proc, "The config sandbox")
-        head = _read_exact(proc, _LEN.size, deadline)
-        size = _LEN.unpack(head)[0] if head is not None else -1
+        head = read_exact(proc, FRAME_LEN.size, deadline)
+        size = FRAME_LEN.unpack(head)[0] if head is not None else -1
         # The agent's answer holds at most max_bytes of JSON plus a short envelope; anything
         # bigger is not from an honest agent and is not read.
-        body = (_read_exact(proc, size, deadline)
+        body = (read_exact(proc, size, deadline)
                 if 0 <= size <= 2 * max_bytes + 65536 else None)
         if body is None:
             if time.monotonic() >= deadline:
@@ -343,7 +286,7 @@ def _apply_stream(sandbox: Sandbox | None, limits: Limits, code: str, function_n
         data = b"\n".join(chunk)
         chunk.clear()
         try:
-            _write_all(proc, data)
+            write_all(proc, data)
         except (OSError, ValueError):
             # The sandbox ended (its verdict says why) or the stream was closed.
             return False
@@ -370,8 +313,8 @@ def _apply_stream(sandbox: Sandbox | None, limits: Limits, code: str, function_n
     writer = _feeder(proc, feed, writer_error, "apply-feed")
     try:
         try:
-            _send_frame(proc, {"op": "apply", "code": code, "function": function_name,
-                               "filename": filename, "batch": batch})
+            send_frame(proc, {"op": "apply", "code": code, "function": function_name,
+                              "filename": filename, "batch": batch})
             if not agent.await_hello(time.monotonic() + 60.0):
                 raise OSError("no hello")
         except OSError:
@@ -512,23 +455,23 @@ def _apply_arrow_stream(sandbox: Sandbox | None, limits: Limits, code: str,
             blob = sink.getvalue().to_pybytes()
             sent[0] += 1
             try:
-                _write_all(proc, _LEN.pack(len(blob)) + blob)
+                write_all(proc, FRAME_LEN.pack(len(blob)) + blob)
             except (OSError, ValueError):
                 return  # the sandbox ended: its verdict says why
         with contextlib.suppress(OSError, ValueError):
-            _write_all(proc, _LEN.pack(0))
+            write_all(proc, FRAME_LEN.pack(0))
 
     writer = _feeder(proc, feed, writer_error, "apply-arrow-feed")
-    no_deadline = _NO_DEADLINE
+    no_deadline = NO_DEADLINE
     try:
         try:
-            _send_frame(proc, {"op": "apply_arrow", "code": code, "function": function_name,
-                               "filename": filename})
+            send_frame(proc, {"op": "apply_arrow", "code": code, "function": function_name,
+                              "filename": filename})
             if not agent.await_hello(time.monotonic() + 60.0):
                 raise OSError("no hello")
         except OSError:
             raise _limit_error(proc, "The apply sandbox") from None
-        ready = _read_json_frame(proc, no_deadline)
+        ready = read_json_frame(proc, no_deadline)
         if ready is None:
             raise _limit_error(proc, "The apply sandbox")
         if not ready.get("ok"):
@@ -537,10 +480,10 @@ def _apply_arrow_stream(sandbox: Sandbox | None, limits: Limits, code: str,
         writer.start()
         got = 0
         while True:
-            head = _read_json_frame(proc, no_deadline)
+            head = read_json_frame(proc, no_deadline)
             if head is None:
                 break
-            blob = _read_exact(proc, int(head["size"]), no_deadline)
+            blob = read_exact(proc, int(head["size"]), no_deadline)
             if blob is None:
                 break
             out = pa.ipc.open_stream(blob).read_next_batch()
@@ -562,13 +505,3 @@ def _apply_arrow_stream(sandbox: Sandbox | None, limits: Limits, code: str,
             raise _limit_error(proc, "The apply sandbox")
     finally:
         _teardown(proc, writer)
-
-
-def _read_json_frame(proc: SandboxProcess, deadline: float) -> Any:
-    """One length-prefixed JSON frame from the agent (at most 64 MiB), None at EOF."""
-    head = _read_exact(proc, _LEN.size, deadline)
-    if head is None:
-        return None
-    size = _LEN.unpack(head)[0]
-    body = _read_exact(proc, size, deadline) if size <= 64 * MiB else None
-    return None if body is None else json.loads(body)

@@ -70,7 +70,7 @@ def test_interpreter_exit_leaves_nothing(gvisor: RunscSandbox) -> None:
         "from clowder_ml.settings import Settings\n"
         "from clowder_ml.sandbox.gvisor import RunscSandbox\n"
         "from clowder_ml.sandbox.pool import WarmPool\n"
-        "from clowder_ml.sandbox.usercode import start_agent, CONFIG_LIMITS\n"
+        "from clowder_ml.sandbox.agent_client import start_agent, CONFIG_LIMITS\n"
         f"sb = RunscSandbox(Settings(sandbox_tmp_dir=Path({str(gvisor.tmp_root)!r}), "
         f"sandbox_state_dir=Path({str(gvisor.state_dir)!r})))\n"
         "pool = WarmPool(sb, size=2)\n"
