@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -181,7 +181,7 @@ class Report:
     events: Sequence[str] = ()
     metrics: Sequence[tuple[int, str, float | None]] = ()  # (step, name, value)
     log: tuple[int, bytes] | None = None  # (offset the runner writes at, bytes)
-    progress: dict[str, Any] | None = field(default=None)
+    progress: dict[str, Any] | None = None
 
 
 def record_report(settings: Settings, db: Database, job: Job, report: Report
