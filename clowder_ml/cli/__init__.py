@@ -14,6 +14,7 @@ Layout (imports point down only, so there are no circles):
 - :mod:`~clowder_ml.cli.jobs`: ``jobs ...``.
 - :mod:`~clowder_ml.cli.models`: ``models ...``, ``tasks``.
 - :mod:`~clowder_ml.cli.sandbox`: ``sandbox ...``.
+- :mod:`~clowder_ml.cli.clowder`: ``clowder ...`` (tasks as Clowder extractors).
 - :mod:`~clowder_ml.cli.common`: what they share (consoles, client, errors, JSON, sizes).
 """
 

@@ -12,6 +12,7 @@ import os
 import typer
 
 from clowder_ml.cli.accounts import login, tokens_app, users_app
+from clowder_ml.cli.clowder import clowder_app
 from clowder_ml.cli.datasets import datasets_app, upload
 from clowder_ml.cli.jobs import jobs_app
 from clowder_ml.cli.models import models_app, tasks
@@ -26,6 +27,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(jobs_app, name="jobs", help="Submit and follow jobs (dataset-profile, ...).")
 app.add_typer(models_app, name="models", help="Registered models and their versions.")
+app.add_typer(clowder_app, name="clowder")
 app.command("tasks")(tasks)
 app.command()(serve)
 app.command()(demo)

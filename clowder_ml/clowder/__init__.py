@@ -1,0 +1,6 @@
+"""The Clowder connector: clowder-ml's tasks as Clowder v2 extractors (event listeners).
+
+So far: :mod:`~clowder_ml.clowder.extractor_info`, the ``extractor_info.json`` each task
+announces, generated from the task's params model. The RabbitMQ listener and the write-back
+to Clowder are not built yet.
+"""
