@@ -124,7 +124,8 @@ def _check_can_add_predictions(s: Session, user: User, pinned: list[InputRef]) -
 
 
 def submit(s: Session, user: User, spec: JobSpec, registry: TaskRegistry) -> Job:
-    """Validate ``spec`` (task, params, inputs the user can read) and record a PENDING job.
+    """Validate ``spec`` (task, params, inputs the user can read; write access to the dataset
+    when the task adds predictions to it) and record a PENDING job.
 
     Dataset inputs are pinned to a version now, so the job reads exactly what the user saw
     when submitting, whatever is uploaded later. The task's workers param and
