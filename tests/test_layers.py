@@ -74,7 +74,7 @@ def _resolve_relative(source: str, is_package: bool, level: int, module: str | N
 def collect_imports(root: Path) -> tuple[dict[str, Path], list[Import]]:
     """Every import from one module of the package to another."""
     modules = collect_modules(root)
-    found: list[Import] = []
+    found: dict[Import, None] = {}  # insertion-ordered set
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for node in ast.walk(tree):
@@ -90,10 +90,9 @@ def collect_imports(root: Path) -> tuple[dict[str, Path], list[Import]]:
             for target in targets:
                 while target not in modules and "." in target:
                     target = target.rsplit(".", 1)[0]
-                imp = Import(name, target, node.lineno)
-                if target in modules and target != name and imp not in found:
-                    found.append(imp)
-    return modules, found
+                if target in modules and target != name:
+                    found[Import(name, target, node.lineno)] = None
+    return modules, list(found)
 
 
 def top_package(module: str) -> str:

@@ -322,11 +322,10 @@ class Dispatcher:
         running = Counter(j.owner_id for j in self.store.active())
         limit = self.settings.max_running_jobs_per_user
         for job in queue:
-            spec = job.spec
             cluster = self._cluster_resources()
             if cluster is not None:
                 try:
-                    check_feasible(spec, cluster)
+                    check_feasible(job.spec, cluster)
                 except ResourcesUnsatisfiable as exc:
                     self._end(job, JobState.FAILED, exc.message)
                     continue
@@ -335,14 +334,14 @@ class Dispatcher:
                                        f"(limit {limit})")
                 continue
             try:
-                self._submit(backend, job, spec)
+                self._submit(backend, job)
             except EngineUnavailable:
                 self._set_waiting(job, "the Ray cluster is not reachable")
                 return
             running[job.owner_id] += 1
 
-    def _submit(self, backend: RayJobsBackend, job: JobRecord, spec: JobSpec) -> None:
-        sid = submission_id(job)
+    def _submit(self, backend: RayJobsBackend, job: JobRecord) -> None:
+        sid, spec = submission_id(job), job.spec
         token = self.store.claim_submission(job.id, sid, spec.timeout_s)
         if token is None:
             return  # cancelled meanwhile

@@ -28,10 +28,7 @@ from clowder_ml.ml.models import load_classifier
 from clowder_ml.ml.predict_output import PredictionWriter
 from clowder_ml.tasks.context import TaskContext
 from clowder_ml.tasks.outputs import PREDICTIONS_FILE
-from clowder_ml.tasks.text_classification import (
-    PredictParams,
-    data_tables,
-)
+from clowder_ml.tasks.text_classification import PredictParams, data_tables
 
 CHUNK_ROWS = 4096
 
