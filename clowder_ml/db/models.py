@@ -412,3 +412,42 @@ class ModelReproduction(Base):
                                         unique=True)
     verdict: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ClowderAccount(Base):
+    """A Clowder user this server runs jobs for: the local account that owns their jobs.
+
+    Keyed by the Clowder instance's API URL and the user's Clowder id, so a Clowder user is
+    never mapped onto a local account of the same name (such as ``admin``) by accident."""
+
+    __tablename__ = "clowder_accounts"
+    __table_args__ = (UniqueConstraint("clowder_url", "clowder_user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    clowder_url: Mapped[str] = mapped_column(String(512))
+    clowder_user_id: Mapped[str] = mapped_column(String(64))
+    email: Mapped[str] = mapped_column(String(320))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ClowderRequest(Base):
+    """One Clowder extraction request and what became of it, so that a redelivered message
+    resumes the job it started instead of running it again, and results are written back
+    to Clowder once. ``written_back`` lists the results already in Clowder."""
+
+    __tablename__ = "clowder_requests"
+    __table_args__ = (UniqueConstraint("clowder_url", "clowder_job_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    clowder_url: Mapped[str] = mapped_column(String(512))
+    clowder_job_id: Mapped[str] = mapped_column(String(64))
+    extractor: Mapped[str] = mapped_column(String(128))
+    clowder_dataset_id: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"),
+                                               default=None)
+    written_back: Mapped[list[str]] = mapped_column(JSON, default=list)
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
