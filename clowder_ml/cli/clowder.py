@@ -7,11 +7,12 @@ modules are imported only when the command runs.
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
-from clowder_ml.cli.common import print_json, run
+from clowder_ml.cli.common import err_console, print_json, run
 
 clowder_app = typer.Typer(help="Run tasks as Clowder v2 extractors.", no_args_is_help=True)
 
@@ -30,3 +31,58 @@ def extractor_info_cmd(
 
     definition = run(lambda: TaskRegistry(Settings().extra_tasks).get(task))
     print_json(extractor_info(definition, __version__, repository_url))
+
+
+@clowder_app.command("listen")
+def listen_cmd(
+    clowder_url: Annotated[str, typer.Option(
+        "--clowder-url", envvar="CLOWDER_ML_CLOWDER_URL",
+        help="Clowder's base URL; data is read and results written there (never to the "
+             "host a message names)")],
+    rabbitmq_uri: Annotated[str, typer.Option(
+        "--rabbitmq-uri", envvar="CLOWDER_ML_RABBITMQ_URI",
+        help="Clowder's RabbitMQ, e.g. amqp://guest:guest@rabbitmq:5672/%2F")],
+    task: Annotated[list[str] | None, typer.Option(
+        "--task", help="Task to run as an extractor (repeatable; default: every task)")]
+    = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        help="The server's data folder (CLOWDER_ML_DATA_DIR); jobs run on its engine")]
+    = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=64,
+                                             help="Requests worked on at once")] = 2,
+    heartbeat: Annotated[float, typer.Option(min=1.0, help="Seconds between heartbeats")]
+    = 10.0,
+    owner: Annotated[str | None, typer.Option(
+        help="E-mail Clowder shows as the extractors' owner")] = None,
+    log_level: Annotated[str, typer.Option(help="Log level")] = "info",
+) -> None:
+    """Run tasks as Clowder v2 extractors until interrupted (next to `clowder-ml serve`,
+    on the same database and data folder: the server's engine runs the jobs)."""
+    import signal
+
+    from clowder_ml import __version__, logs
+    from clowder_ml.clowder.extraction import Extractions
+    from clowder_ml.clowder.extractor_info import extractor_info, extractor_name
+    from clowder_ml.clowder.listener import Listener
+    from clowder_ml.db import migrate
+    from clowder_ml.services.platform import Platform
+    from clowder_ml.settings import Settings
+
+    overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
+    settings = Settings(**overrides)
+    logs.configure(log_level, settings.log_json)
+
+    def build() -> Listener:
+        platform = Platform.build(settings)
+        migrate.upgrade(platform.db.engine)
+        chosen = [platform.tasks.get(t) for t in (task or platform.tasks.names())]
+        infos = {extractor_name(t.name): extractor_info(t, __version__) for t in chosen}
+        return Listener(rabbitmq_uri, Extractions(platform, clowder_url, __version__), chosen,
+                        infos, heartbeat_s=heartbeat, concurrency=concurrency, owner=owner)
+
+    listener = run(build)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: listener.stop())
+    err_console.print(f"clowder-ml listening for Clowder at [bold]{clowder_url}[/] on "
+                      f"{', '.join(listener.queues)}")
+    listener.run()

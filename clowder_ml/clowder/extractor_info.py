@@ -36,6 +36,13 @@ def extractor_name(task: str) -> str:
     return f"{NAME_PREFIX}{task}"
 
 
+def metadata_context(task: str) -> dict[str, str]:
+    """The JSON-LD context (term -> IRI) of the metadata ``task``'s extractor writes."""
+    name = extractor_name(task)
+    return {term: f"http://clowder.ncsa.illinois.edu/metadata/{name}#{term}"
+            for term in METADATA_TERMS}
+
+
 def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
     """``node`` with every ``{"$ref": "#/$defs/X"}`` replaced by (a copy of) ``defs[X]``."""
     if isinstance(node, dict):
@@ -70,8 +77,7 @@ def extractor_info(task: TaskDef, version: str, repository_url: str | None = Non
         "description": task.summary,
         "author": AUTHOR,
         "contributors": [],
-        "contexts": [{term: f"http://clowder.ncsa.illinois.edu/metadata/{name}#{term}"
-                      for term in METADATA_TERMS}],
+        "contexts": [metadata_context(task.name)],
         # Clowder v1 and pyclowder's samples spell it repType/repUrl; Clowder v2's
         # ``Repository`` model reads repository_type/repository_url (and drops the others).
         "repository": ([{"repType": "git", "repUrl": repository_url,
