@@ -713,6 +713,13 @@ class Client:
         return dict(self._json("POST", f"{self._version_path(ref)}/export",
                                json={"dataset": dataset, "path": path}))
 
+    def export_model_to_clowder(self, ref: str, dataset_id: str, api_key: str
+                                ) -> dict[str, Any]:
+        """Upload the version into Clowder dataset ``dataset_id`` (on the server's Clowder)
+        with ``api_key``, the user's Clowder key; the Clowder file and metadata ids."""
+        return dict(self._json("POST", f"{self._version_path(ref)}/export-to-clowder",
+                               json={"dataset_id": dataset_id, "api_key": api_key}))
+
     def import_model(self, name: str, dataset: str, path: str = "",
                      version: int | None = None, description: str = "") -> dict[str, Any]:
         """Register a dataset folder holding a Hugging Face model (safetensors only) as the

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
         default=None, description="First admin's password; generated and printed once if unset"
     )
     public_url: str | None = Field(default=None, description="URL users open (for messages)")
+    # The Clowder v2 instance this server works with (``models export --to-clowder`` and the
+    # extractor listener); the server never calls a Clowder URL a request names.
+    clowder_url: str | None = Field(default=None, description="Clowder's base URL")
 
     # Uploads
     max_upload_bytes: int = Field(default=1 << 40, description="Largest single upload (tus)")

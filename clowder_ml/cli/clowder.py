@@ -68,7 +68,9 @@ def listen_cmd(
     from clowder_ml.services.platform import Platform
     from clowder_ml.settings import Settings
 
-    overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
+    overrides: dict[str, Any] = {"clowder_url": clowder_url}
+    if data_dir:
+        overrides["data_dir"] = data_dir
     settings = Settings(**overrides)
     logs.configure(log_level, settings.log_json)
 

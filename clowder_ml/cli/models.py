@@ -224,10 +224,34 @@ def models_zip(ref: str, output: Annotated[Path, typer.Option("--output", "-o")]
 
 
 @models_app.command("export")
-def models_export(ref: str, dataset: str,
-                  path: Annotated[str, typer.Option(help="Folder in the dataset")] = "",
-                  as_json: JsonOpt = False) -> None:
-    """Add a version's files (and its metadata) to a dataset as a new dataset version."""
+def models_export(
+    ref: str,
+    dataset: Annotated[str | None, typer.Argument(help="A dataset here to add the files to")]
+    = None,
+    path: Annotated[str, typer.Option(help="Folder in the dataset")] = "",
+    to_clowder: Annotated[str | None, typer.Option(
+        "--to-clowder", metavar="DATASET_ID",
+        help="Upload the version (a zip) into this Clowder dataset instead")] = None,
+    clowder_key: Annotated[str | None, typer.Option(
+        "--clowder-key", envvar="CLOWDER_API_KEY",
+        help="Your Clowder API key (asked for when not given)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a version's files (and its metadata) to a dataset as a new dataset version, or
+    with --to-clowder upload it with its metadata into a Clowder dataset."""
+    if (dataset is None) == (to_clowder is None):
+        raise typer.BadParameter("Give a DATASET or --to-clowder DATASET_ID (one of them).")
+    if to_clowder is not None:
+        key = clowder_key or typer.prompt("Clowder API key", hide_input=True)
+        out = run(lambda: make_client().export_model_to_clowder(ref, to_clowder, key))
+        if as_json:
+            print_json(out)
+            return
+        console.print(f"Uploaded {out['model']} to Clowder dataset {out['dataset_id']} as "
+                      f"{out['file']} (file {out['file_id']}, {human_size(out['bytes'] or 0)})"
+                      f"; metadata {out['metadata_id']}")
+        return
+    assert dataset is not None
     out = run(lambda: make_client().export_model(ref, dataset, path))
     if as_json:
         print_json(out)

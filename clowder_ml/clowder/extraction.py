@@ -32,8 +32,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from clowder_ml.clowder.export import (
+    WRITTEN_PREFIX,
+    model_metadata,
+    model_zip_name,
+    write_model_zip,
+)
 from clowder_ml.clowder.extractor_info import extractor_name, metadata_context
-from clowder_ml.clowder.importer import WRITTEN_PREFIX, import_request, sources_of
+from clowder_ml.clowder.importer import import_request, sources_of
 from clowder_ml.clowder.messages import ExtractionRequest
 from clowder_ml.clowder.rest import ClowderApi
 from clowder_ml.clowder.statuses import Status
@@ -41,8 +47,8 @@ from clowder_ml.db.models import ClowderRequest, Job, ModelVersion, User
 from clowder_ml.engine.spec import InputRef, JobSpec
 from clowder_ml.engine.states import JobState
 from clowder_ml.errors import ClowderMLError
-from clowder_ml.registry import lineage, models
-from clowder_ml.services import clowder_links, files, jobs
+from clowder_ml.registry import models
+from clowder_ml.services import clowder_links, jobs
 from clowder_ml.services.platform import Platform
 from clowder_ml.tasks.registry import TaskDef
 
@@ -177,7 +183,7 @@ class Extractions:
             status(Status.PROCESSING, f"Wrote {name} to the Clowder dataset.")
         if isinstance(result.get("model"), dict):
             m = result["model"]
-            name = f"{WRITTEN_PREFIX}model-{m['name']}-v{m['version']}.zip"
+            name = model_zip_name(str(m["name"]), int(m["version"]))
             written["model"] = self._upload_once(
                 api, request, req, "model", name, present,
                 lambda tmp: self._model_zip(job, tmp / name))
@@ -204,14 +210,8 @@ class Extractions:
         return {"file_id": out.get("id"), "name": name, "bytes": out.get("bytes")}
 
     def _model_zip(self, job: Job, dest: Path) -> Path:
-        """The job's model version (its HF folder and model card) zipped at ``dest``."""
         with self.platform.db.session() as s:
-            version = _model_version(s, job)
-            entries = [(f.path, f.sha256) for f in models.files(s, version)]
-        with dest.open("wb") as fh:
-            for chunk in files.stream_zip(self.platform.blobs, entries):
-                fh.write(chunk)
-        return dest
+            return write_model_zip(self.platform, s, _model_version(s, job), dest)
 
     def _metadata(self, request: ExtractionRequest, task: TaskDef, job: Job,
                   result: dict[str, Any], written: dict[str, dict[str, Any]]
@@ -223,8 +223,8 @@ class Extractions:
         with self.platform.db.session() as s:
             owner = s.get(User, job.owner_id)
             assert owner is not None
-            model_lineage = (lineage.version_lineage(s, owner, _model_version(s, job))
-                             if isinstance(result.get("model"), dict) else None)
+            model = (model_metadata(s, owner, _model_version(s, job))
+                     if isinstance(result.get("model"), dict) else None)
         sources = (sources_of(self.platform, dataset_in["ref"], int(dataset_in["version"]))
                    if dataset_in else [])
         return {
@@ -235,12 +235,11 @@ class Extractions:
             "params": spec.get("params", {}),
             "metrics": result.get("metrics") or {k: v for k, v in result.items()
                                                  if isinstance(v, int | float)},
-            "model": ({**result["model"], **written.get("model", {})}
-                      if isinstance(result.get("model"), dict) else None),
+            "model": {**model, **written.get("model", {})} if model else None,
             "predictions": ({**result["predictions"], **written.get("predictions", {})}
                             if isinstance(result.get("predictions"), dict) else None),
             "lineage": {"clowder_dataset_id": request.dataset_id, "clowder_files": sources,
-                        "dataset": dataset_in, "model": model_lineage},
+                        "dataset": dataset_in},
         }
 
 

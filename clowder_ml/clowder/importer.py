@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from clowder_ml.clowder.export import WRITTEN_PREFIX
 from clowder_ml.clowder.messages import ExtractionRequest
 from clowder_ml.clowder.rest import ClowderApi, ClowderRefused
 from clowder_ml.db.models import Dataset, DatasetVersion, User
@@ -23,7 +24,6 @@ from clowder_ml.services.platform import Platform
 from clowder_ml.storage import BlobInfo
 from clowder_ml.tasks.outputs import PREDICTIONS_DIR
 
-WRITTEN_PREFIX = "clowder-ml-"  # names of the files this connector adds to Clowder
 META_KEY = "clowder"  # the mirror file metadata that records the Clowder file
 
 

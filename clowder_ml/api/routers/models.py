@@ -8,12 +8,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from sqlalchemy import select
 
 from clowder_ml.api.deps import PlatformDep, UserDep
 from clowder_ml.api.job_schemas import OutputOut
 from clowder_ml.api.schemas import Metadata, Strict, Text
+from clowder_ml.clowder import export as clowder_export
 from clowder_ml.db.models import Model, ModelVersion, Permission, User
 from clowder_ml.engine.spec import MAX_CPUS, MAX_GPUS
 from clowder_ml.errors import NotFound
@@ -114,6 +115,24 @@ class ExportRequest(Strict):
     dataset: str = Field(min_length=1, max_length=300)
     path: str = Field(default="", max_length=1024,
                       description="Folder in the dataset (default models/NAME-vN)")
+
+
+class ClowderExportRequest(Strict):
+    dataset_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                            description="The Clowder dataset to add the model to")
+    api_key: SecretStr = Field(min_length=1, max_length=4096,
+                               description="Your Clowder API key: used for this upload only, "
+                                           "never stored or logged")
+
+
+class ClowderExportOut(BaseModel):
+    clowder_url: str
+    dataset_id: str
+    file_id: str | None
+    file: str
+    bytes: int | None
+    metadata_id: str | None
+    model: str
 
 
 class ImportRequest(Strict):
@@ -387,6 +406,17 @@ def export_version(name: str, number: NumberP, body: ExportRequest, user: UserDe
         dv = artifacts.export_to_dataset(s, platform.db, user, v, ds, folder)
         return {"dataset": ds.name, "dataset_id": ds.id, "version": dv.number,
                 "path": folder.strip("/"), "files": len(models.files(s, v))}
+
+
+@router.post("/models/{name}/versions/{number}/export-to-clowder", status_code=201,
+             response_model=ClowderExportOut)
+def export_version_to_clowder(name: str, number: NumberP, body: ClowderExportRequest,
+                              user: UserDep, platform: PlatformDep) -> ClowderExportOut:
+    """Upload the version (zip of its folder and model card) into a Clowder dataset, with
+    its metrics and lineage as metadata, on the Clowder this server is configured for."""
+    out = clowder_export.export_to_clowder(platform, user, f"{name}/{number}", body.dataset_id,
+                                           body.api_key.get_secret_value())
+    return ClowderExportOut(**out)
 
 
 @router.post("/models/{name}/versions/{number}/reproduce", response_model=ReproductionOut,
