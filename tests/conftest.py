@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from clowder_ml.api.app import create_app
+from clowder_ml.engine.ray_cluster import EmbeddedRayHead
 from clowder_ml.settings import Settings
 
 PG_BASE = os.environ.get("CLOWDER_ML_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -197,3 +200,18 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     srv.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[EmbeddedRayHead]:
+    """One real Ray head shared by the whole test session (starting one costs seconds)."""
+    # A short /tmp folder, not pytest's tmp_path: Ray's socket paths must stay short.
+    temp_dir = Path(tempfile.mkdtemp(prefix="cml-ray-", dir="/tmp"))
+    head = EmbeddedRayHead(temp_dir, num_cpus=2)
+    try:
+        head.start()
+        yield head
+    finally:
+        # Runs on failures and interrupts too: no Ray processes outlive the session.
+        head.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -1,10 +1,8 @@
-"""One real Ray head shared by the whole test session (starting one costs seconds)."""
+"""Engine fixtures on the session's one real Ray head (``ray_head``, in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,20 +15,6 @@ from clowder_ml.engine.ray_cluster import EmbeddedRayHead
 if TYPE_CHECKING:
     from tests.conftest import ServerProcess
     from tests.engine.jobs_helpers import JobsApi
-
-
-@pytest.fixture(scope="session")
-def ray_head() -> Iterator[EmbeddedRayHead]:
-    # A short /tmp folder, not pytest's tmp_path: Ray's socket paths must stay short.
-    temp_dir = Path(tempfile.mkdtemp(prefix="cml-ray-", dir="/tmp"))
-    head = EmbeddedRayHead(temp_dir, num_cpus=2)
-    try:
-        head.start()
-        yield head
-    finally:
-        # Runs on failures and interrupts too: no Ray processes outlive the session.
-        head.stop()
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -63,14 +47,15 @@ def engine_env(head: EmbeddedRayHead, cache_dir: Path, **extra: str) -> dict[str
 @contextlib.contextmanager
 def engine_server(head: EmbeddedRayHead, base: Path,
                   datasets: dict[str, dict[str, bytes]] | None = None,
+                  env: dict[str, str] | None = None,
                   ) -> Iterator[tuple[ServerProcess, JobsApi]]:
-    """A server on the shared head (data and node cache under ``base``) with a logged-in
-    client and ``datasets`` uploaded (name -> path -> bytes). On exit the server stops and
-    any runner still calling it is killed."""
+    """A server on the shared head (data and node cache under ``base``, more settings in
+    ``env``) with a logged-in client and ``datasets`` uploaded (name -> path -> bytes). On
+    exit the server stops and any runner still calling it is killed."""
     from tests.conftest import ServerProcess
     from tests.engine.jobs_helpers import JobsApi
 
-    srv = ServerProcess(base / "data", env=engine_env(head, base / "cache"))
+    srv = ServerProcess(base / "data", env=engine_env(head, base / "cache", **(env or {})))
     srv.start()
     try:
         api = JobsApi(srv.url, srv.token())
