@@ -52,6 +52,9 @@ def listen_cmd(
                                              help="Requests worked on at once")] = 2,
     heartbeat: Annotated[float, typer.Option(min=1.0, help="Seconds between heartbeats")]
     = 10.0,
+    lease: Annotated[float, typer.Option(
+        min=4.0, help="Seconds a killed listener's requests stay claimed before another "
+                      "listener takes them over")] = 30.0,
     owner: Annotated[str | None, typer.Option(
         help="E-mail Clowder shows as the extractors' owner")] = None,
     log_level: Annotated[str, typer.Option(help="Log level")] = "info",
@@ -79,7 +82,8 @@ def listen_cmd(
         migrate.upgrade(platform.db.engine)
         chosen = [platform.tasks.get(t) for t in (task or platform.tasks.names())]
         infos = {extractor_name(t.name): extractor_info(t, __version__) for t in chosen}
-        return Listener(rabbitmq_uri, Extractions(platform, clowder_url, __version__), chosen,
+        return Listener(rabbitmq_uri,
+                        Extractions(platform, clowder_url, __version__, lease_s=lease), chosen,
                         infos, heartbeat_s=heartbeat, concurrency=concurrency, owner=owner)
 
     listener = run(build)

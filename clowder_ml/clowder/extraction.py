@@ -25,6 +25,7 @@ import logging
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from clowder_ml.clowder.messages import ExtractionRequest
 from clowder_ml.clowder.rest import ClowderApi
 from clowder_ml.clowder.statuses import Status
 from clowder_ml.db.models import ClowderRequest, Job, ModelVersion, User
+from clowder_ml.db.session import Database
 from clowder_ml.engine.spec import InputRef, JobSpec
 from clowder_ml.engine.states import JobState
 from clowder_ml.errors import ClowderMLError
@@ -61,6 +63,43 @@ class Interrupted(Exception):
     """The listener is stopping: leave the message unacknowledged (it comes back)."""
 
 
+class LeaseLost(Exception):
+    """Another delivery of the same request took it over (this one stalled past its lease);
+    that delivery answers Clowder, so this one gives up quietly."""
+
+
+class _LeaseKeeper:
+    """Renews a delivery's lease on its request every quarter of ``ttl_s`` until stopped;
+    ``lost`` is set when the lease turned out to be someone else's."""
+
+    def __init__(self, db: Database, request_id: int, owner: str, ttl_s: float) -> None:
+        self.db, self.request_id, self.owner, self.ttl_s = db, request_id, owner, ttl_s
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"clowder-lease-{request_id}")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.ttl_s / 4):
+            try:
+                if not clowder_links.renew_lease(self.db, self.request_id, self.owner,
+                                                 self.ttl_s):
+                    self.lost.set()
+                    return
+            except Exception:  # a database hiccup: the lease may still hold; try again
+                log.warning("could not renew the lease on Clowder request %s",
+                            self.request_id, exc_info=True)
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise LeaseLost
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @dataclass
 class Extractions:
     """Carries out requests against one Clowder instance (``clowder_url``, the operator's
@@ -71,43 +110,70 @@ class Extractions:
     version: str
     poll_s: float = 1.0
     progress_every_s: float = 10.0
+    # How long a delivery's claim on a request outlives its last renewal: a listener killed
+    # mid-job holds its requests this long before a redelivery takes them over.
+    lease_s: float = 30.0
     transport: Any = None  # an httpx transport for tests; None: the network
 
     def handle(self, request: ExtractionRequest, task: TaskDef, status: StatusFn,
                stop: threading.Event) -> None:
         """Carry out ``request`` with ``task``, sending statuses through ``status``.
 
-        Returns once the request is answered (SUCCEEDED or ERROR sent, results written);
-        raises ``Interrupted`` when ``stop`` is set first and ``ClowderUnreachable`` when
-        Clowder cannot be reached (both: the message should be delivered again)."""
+        Returns once the request is answered (SUCCEEDED or ERROR sent, results written).
+        Raises ``Interrupted`` when ``stop`` is set first, ``ClowderUnreachable`` when
+        Clowder cannot be reached (both: the message should be delivered again), and
+        ``LeaseLost`` when another delivery of the request took it over.
+
+        Deliveries of one request take turns: each works under a lease on the request's
+        record, so a duplicate waits for the first (and then finds the request answered)
+        instead of submitting a second job."""
         db = self.platform.db
-        req = clowder_links.take_request(db, self.clowder_url, request.job_id,
-                                         extractor_name(task.name), request.dataset_id)
-        if req.done:
-            status(Status.SUCCEEDED, f"Already done by clowder-ml job {req.job_id}.")
-            return
+        taken = clowder_links.take_request(db, self.clowder_url, request.job_id,
+                                           extractor_name(task.name), request.dataset_id)
+        owner = uuid.uuid4().hex
+        while not clowder_links.acquire_lease(db, taken.id, owner, self.lease_s):
+            log.info("[%s] another delivery is working on the request; waiting",
+                     request.job_id)
+            if stop.wait(self.poll_s):
+                raise Interrupted
+        lease = _LeaseKeeper(db, taken.id, owner, self.lease_s)
+        try:
+            req = clowder_links.get_request(db, taken.id)  # as the last holder left it
+            if req.done:
+                status(Status(req.final_status or Status.SUCCEEDED),
+                       req.final_message or f"Already answered (clowder-ml job {req.job_id}).")
+                return
+            state, message = self._answer(request, task, req, status, stop, lease)
+            clowder_links.mark_done(db, req.id, state.value, message)
+            status(state, message)
+        finally:
+            lease.stop()
+            clowder_links.release_lease(db, taken.id, owner)
+
+    def _answer(self, request: ExtractionRequest, task: TaskDef, req: ClowderRequest,
+                status: StatusFn, stop: threading.Event, lease: _LeaseKeeper
+                ) -> tuple[Status, str]:
+        """Submit (or resume watching) the job, write its results back; the final status."""
         with ClowderApi(self.clowder_url, request.secret_key.get_secret_value(),
                         transport=self.transport) as api:
             try:
                 resumed = req.job_id is not None
                 if not resumed:
                     status(Status.STARTED, f"clowder-ml {task.name} received the request.")
-                    req = self._submit(api, request, task, req, status)
+                    req = self._submit(api, request, task, req, status, lease)
                 else:
                     status(Status.PROCESSING, f"Resumed watching clowder-ml job {req.job_id}.")
-                job = self._watch(req, status, stop, resumed)
-                if JobState(job.state) is JobState.SUCCEEDED:
-                    self._write_back(api, request, task, req, job, status)
-                    status(Status.SUCCEEDED, f"clowder-ml job {job.id} succeeded"
-                           + _summary(job.result or {}))
-                else:
-                    status(Status.ERROR, f"clowder-ml job {job.id} {job.state}: "
-                           f"{job.reason or 'no reason recorded'}")
+                job = self._watch(req, status, stop, lease, resumed)
+                if JobState(job.state) is not JobState.SUCCEEDED:
+                    return Status.ERROR, (f"clowder-ml job {job.id} {job.state}: "
+                                          f"{job.reason or 'no reason recorded'}")
+                self._write_back(api, request, task, req, job, status)
+                return Status.SUCCEEDED, (f"clowder-ml job {job.id} succeeded"
+                                          + _summary(job.result or {}))
             except ClowderMLError as exc:
                 if exc.status == 503:  # Clowder or this server is away: try again later
                     raise
-                status(Status.ERROR, str(exc))
-        clowder_links.mark_done(db, req.id)
+                return Status.ERROR, str(exc)
 
     # steps -------------------------------------------------------------------------------
 
@@ -120,7 +186,8 @@ class Extractions:
         return clowder_links.account_user(self.platform.db, self.clowder_url, uid, email)
 
     def _submit(self, api: ClowderApi, request: ExtractionRequest, task: TaskDef,
-                req: ClowderRequest, status: StatusFn) -> ClowderRequest:
+                req: ClowderRequest, status: StatusFn, lease: _LeaseKeeper
+                ) -> ClowderRequest:
         user = self._user(api)
         task.parse_params(request.parameters)  # bad params: say so before downloading
         imported = import_request(self.platform, api, user, request)
@@ -130,6 +197,7 @@ class Extractions:
         spec = JobSpec(task=task.name, params=request.parameters,
                        inputs=[InputRef(kind="dataset", ref=imported.dataset.id,
                                         version=imported.version.number)])
+        lease.check()  # the import may have been long: still ours?
         with self.platform.db.session() as s:
             fresh = s.get(User, user.id)
             assert fresh is not None
@@ -140,7 +208,7 @@ class Extractions:
         return clowder_links.attach_job(self.platform.db, req.id, job_id)
 
     def _watch(self, req: ClowderRequest, status: StatusFn, stop: threading.Event,
-               resumed: bool) -> Job:
+               lease: _LeaseKeeper, resumed: bool) -> Job:
         """Relay the job's events until it ends; the ended job (detached)."""
         assert req.job_id is not None
         seen: int | None = None
@@ -167,6 +235,7 @@ class Extractions:
                 last_progress = (progress, now)
             if stop.wait(self.poll_s):
                 raise Interrupted
+            lease.check()
 
     def _write_back(self, api: ClowderApi, request: ExtractionRequest, task: TaskDef,
                     req: ClowderRequest, job: Job, status: StatusFn) -> None:

@@ -16,7 +16,7 @@ Unlike pyclowder's connector, a message is worked on in a thread of its own (up 
 start the next), and it is acknowledged only once the request is answered. A listener that
 is killed leaves its messages unacknowledged: RabbitMQ hands them to the next listener,
 which resumes watching the job already started (:class:`Extractions` keeps a record per
-request) instead of running it again. A malformed message is logged (without its body,
+request, and lets one delivery of a request work at a time) instead of running it again. A malformed message is logged (without its body,
 which holds a key), copied to the error queue and acknowledged, as pyclowder does.
 
 pika's connection is not thread-safe: workers hand every publish and acknowledgement to the
@@ -39,7 +39,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from clowder_ml.clowder.extraction import Extractions, Interrupted
+from clowder_ml.clowder.extraction import Extractions, Interrupted, LeaseLost
 from clowder_ml.clowder.extractor_info import extractor_name
 from clowder_ml.clowder.messages import MalformedMessage, parse_request
 from clowder_ml.clowder.rest import ClowderUnreachable
@@ -175,6 +175,9 @@ class Listener:
             self.extractions.handle(request, task, status, ended)
         except Interrupted:
             return  # unacknowledged: redelivered when this connection closes
+        except LeaseLost:
+            log.warning("[%s] another delivery took the request over; leaving it to that one",
+                        request.job_id)
         except ClowderUnreachable as exc:
             log.warning("[%s] %s; the message goes back in %.0fs", request.job_id, exc,
                         RETRY_DELAY_S)

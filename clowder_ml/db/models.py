@@ -449,5 +449,12 @@ class ClowderRequest(Base):
                                                default=None)
     written_back: Mapped[list[str]] = mapped_column(JSON, default=list)
     done: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The delivery working on the request now, until when (renewed while it works): a
+    # duplicate delivery waits for it, a killed listener's lease runs out.
+    lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    # The answer Clowder got (``SUCCEEDED``/``ERROR`` and its text), repeated on redelivery.
+    final_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    final_message: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

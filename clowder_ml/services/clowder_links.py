@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -117,6 +118,52 @@ def mark_written(db: Database, request_id: int, item: str) -> ClowderRequest:
     return _update(db, request_id, written_back=[*done, item] if item not in done else done)
 
 
-def mark_done(db: Database, request_id: int) -> ClowderRequest:
-    """The request is answered: a redelivery only repeats the final status."""
-    return _update(db, request_id, done=True)
+def mark_done(db: Database, request_id: int, status: str, message: str) -> ClowderRequest:
+    """The request is answered with ``status`` (``SUCCEEDED``/``ERROR``) and ``message``: a
+    redelivery only repeats them."""
+    return _update(db, request_id, done=True, final_status=status, final_message=message)
+
+
+def acquire_lease(db: Database, request_id: int, owner: str, ttl_s: float) -> bool:
+    """Make ``owner`` (one delivery) the only one working on the request for ``ttl_s``
+    seconds, if nobody else holds a lease that is still running. One conditional UPDATE, so
+    two deliveries racing for it cannot both win, on SQLite or PostgreSQL."""
+    now = utcnow()
+    with db.session() as s:
+        got = s.execute(
+            update(ClowderRequest)
+            .where(ClowderRequest.id == request_id,
+                   or_(ClowderRequest.lease_owner.is_(None),
+                       ClowderRequest.lease_owner == owner,
+                       ClowderRequest.lease_until < now))
+            .values(lease_owner=owner, lease_until=now + timedelta(seconds=ttl_s)))
+        return bool(got.rowcount)  # type: ignore[attr-defined]
+
+
+def renew_lease(db: Database, request_id: int, owner: str, ttl_s: float) -> bool:
+    """Extend ``owner``'s lease; False when it is no longer theirs (it ran out and another
+    delivery took the request over)."""
+    with db.session() as s:
+        got = s.execute(
+            update(ClowderRequest)
+            .where(ClowderRequest.id == request_id, ClowderRequest.lease_owner == owner)
+            .values(lease_until=utcnow() + timedelta(seconds=ttl_s)))
+        return bool(got.rowcount)  # type: ignore[attr-defined]
+
+
+def release_lease(db: Database, request_id: int, owner: str) -> None:
+    """Give the request up at once (a listener stopping), if ``owner`` still holds it."""
+    with db.session() as s:
+        s.execute(update(ClowderRequest)
+                  .where(ClowderRequest.id == request_id, ClowderRequest.lease_owner == owner)
+                  .values(lease_owner=None, lease_until=None))
+
+
+def get_request(db: Database, request_id: int) -> ClowderRequest:
+    """The request's record as it is now (detached)."""
+    with db.session() as s:
+        req = s.get(ClowderRequest, request_id)
+        if req is None:
+            raise NotFound(f"Clowder request {request_id} not found.")
+        s.expunge(req)
+        return req

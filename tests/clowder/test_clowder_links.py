@@ -48,8 +48,37 @@ def test_one_record_per_request_even_when_delivered_at_once(api: Api) -> None:
     assert req.job_id is None and req.written_back == [] and not req.done
     clowder_links.mark_written(db, req.id, "predictions")
     clowder_links.mark_written(db, req.id, "predictions")
-    again = clowder_links.mark_done(db, req.id)
+    again = clowder_links.mark_done(db, req.id, "SUCCEEDED", "clowder-ml job j succeeded.")
     assert again.written_back == ["predictions"] and again.done
+    assert (again.final_status, again.final_message) == ("SUCCEEDED",
+                                                          "clowder-ml job j succeeded.")
     assert clowder_links.take_request(db, URL, "job-1", "x", "y").done
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(ClowderRequest)) == 1
+
+
+def test_one_delivery_at_a_time_holds_a_request(api: Api) -> None:
+    db = api.app.state.platform.db
+    req = clowder_links.take_request(db, URL, "job-2", "clowder-ml.dataset-profile", "ds-1")
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda i: clowder_links.acquire_lease(db, req.id, f"d{i}", 60),
+                            range(8)))
+    assert won.count(True) == 1
+    holder = f"d{won.index(True)}"
+    other = "d-other" if holder != "d-other" else "d-x"
+    assert clowder_links.renew_lease(db, req.id, holder, 60)
+    assert not clowder_links.renew_lease(db, req.id, other, 60)
+    assert clowder_links.acquire_lease(db, req.id, holder, 60)  # its own: again
+    clowder_links.release_lease(db, req.id, other)  # not theirs: no effect
+    assert not clowder_links.acquire_lease(db, req.id, other, 60)
+    clowder_links.release_lease(db, req.id, holder)
+    assert clowder_links.acquire_lease(db, req.id, other, 60)
+
+
+def test_a_lease_that_ran_out_is_taken_over(api: Api) -> None:
+    db = api.app.state.platform.db
+    req = clowder_links.take_request(db, URL, "job-3", "clowder-ml.dataset-profile", "ds-1")
+    assert clowder_links.acquire_lease(db, req.id, "killed", -1)  # already ran out
+    assert clowder_links.acquire_lease(db, req.id, "next", 60)
+    assert not clowder_links.renew_lease(db, req.id, "killed", 60)  # it learns it lost it
+    assert clowder_links.get_request(db, req.id).lease_owner == "next"
