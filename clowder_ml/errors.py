@@ -27,6 +27,10 @@ class ClowderMLError(Exception):
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "hint": self.hint}
 
+    def http_headers(self) -> dict[str, str]:
+        """Headers the API adds to this error's response (e.g. ``Retry-After``)."""
+        return {}
+
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
@@ -56,6 +60,12 @@ class PermissionDenied(ClowderMLError):
     status = 403
 
 
+class CrossSiteRequestRefused(PermissionDenied):
+    """A cookie-authenticated write whose ``Origin``/``Referer`` is not this server's."""
+
+    code = "cross_site_request_refused"
+
+
 class NotFound(ClowderMLError):
     code = "not_found"
     status = 404
@@ -83,6 +93,21 @@ class InvalidJobTransition(Conflict):
     """A job state change the state machine forbids (e.g. anything after a terminal state)."""
 
     code = "invalid_job_transition"
+
+
+class TooManyAttempts(ClowderMLError):
+    """Too many failed log-ins for an account or from an address: wait ``retry_after`` s."""
+
+    code = "too_many_attempts"
+    status = 429
+
+    def __init__(self, message: str, hint: str | None = None, *, code: str | None = None,
+                 retry_after: int = 1) -> None:
+        super().__init__(message, hint, code=code)
+        self.retry_after = max(1, int(retry_after))
+
+    def http_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class Gone(ClowderMLError):
@@ -214,7 +239,7 @@ def error_from_payload(status: int, payload: Any) -> ClowderMLError:
 def _class_for_status(status: int) -> type[ClowderMLError]:
     for cls in (
         NotFound, AuthenticationRequired, PermissionDenied, Conflict, Gone, PayloadTooLarge,
-        ValidationFailed, ServiceUnavailable,
+        ValidationFailed, TooManyAttempts, ServiceUnavailable,
     ):
         if cls.status == status:
             return cls
