@@ -43,7 +43,29 @@ class Settings(BaseSettings):
 
     # Tokens and sessions
     session_hours: float = Field(default=12.0)
-    cookie_secure: bool = Field(default=False, description="Set Secure on the session cookie")
+    cookie_secure: bool = Field(
+        default=False, description="Always set Secure on the session cookie (it is set anyway "
+        "when served over https or public_url is https)")
+
+    # Account security (clowder_ml.api.origin_check, clowder_ml.services.throttle). A cookie-
+    # authenticated write must come from this server's own origin, public_url's, or one here.
+    public_origins: list[str] = Field(
+        default_factory=list, description="More origins (scheme://host[:port]) whose pages may "
+        "send cookie-authenticated writes (JSON list)")
+    # X-Forwarded-For/-Proto are believed only from these peers (addresses or CIDRs, JSON
+    # list); unset: never, so a client cannot pick its own address to dodge throttling.
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="Reverse proxies whose X-Forwarded-For/-Proto count")
+    # Failed log-ins: after ``*_free_failures`` failures (per account, per client address) each
+    # further attempt waits base * 2^(failures - free), at most max; failures decay by half
+    # every half-life, a successful log-in clears the account's.
+    login_account_free_failures: int = Field(default=5, ge=1)
+    login_address_free_failures: int = Field(default=10, ge=1)
+    login_base_delay_s: float = Field(default=1.0, gt=0)
+    login_max_delay_s: float = Field(default=900.0, gt=0)
+    login_half_life_s: float = Field(default=3600.0, gt=0)
+    audit_retention_days: float = Field(
+        default=365.0, gt=0, description="Audit events older than this are deleted")
 
     # Blob garbage collection: never touch blobs younger than this (they may be in flight)
     gc_grace_seconds: float = Field(default=3600.0)
