@@ -9,9 +9,33 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Placeholder secrets are refused at start-up (deploy/k8s ships "CHANGE-ME" values): a secret
+# whose letters and digits, case ignored, contain one of these marks is a placeholder.
+PLACEHOLDER_MARKS = ("changeme", "replaceme", "placeholder", "yourpassword", "yoursecret",
+                     "yourtoken")
+
+
+def is_placeholder(value: str) -> bool:
+    """Whether ``value`` is a placeholder rather than a secret (see ``PLACEHOLDER_MARKS``)."""
+    squashed = "".join(c for c in value.lower() if c.isalnum())
+    return any(mark in squashed for mark in PLACEHOLDER_MARKS)
+
+
+class RayNodeType(BaseModel):
+    """One node type the cluster's autoscaler may add, in the shape of Ray's autoscaler config
+    (``available_node_types.<name>``: ``resources`` with ``CPU``, ``GPU``, ``memory`` in bytes,
+    and ``max_workers``); its other keys (``node_config``, ...) are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    resources: dict[str, float] = Field(default_factory=dict)
+    min_workers: int = Field(default=0, ge=0)
+    max_workers: int = Field(ge=0)
 
 
 class Settings(BaseSettings):
@@ -103,6 +127,9 @@ class Settings(BaseSettings):
     ray_num_cpus: int | None = Field(default=None, description="Embedded head CPUs; all if unset")
     ray_num_gpus: int | None = Field(default=None, description="Embedded head GPUs; Ray detects")
     ray_object_store_bytes: int = Field(default=256 << 20, description="Embedded object store")
+    ray_node_types: dict[str, RayNodeType] = Field(
+        default_factory=dict, description="Worker node types the cluster's autoscaler may add "
+        "(JSON, Ray's available_node_types shape): jobs up to that ceiling are accepted")
     ray_dashboard_port: int | None = Field(
         default=None, description="Embedded head's dashboard/Jobs API port; a free one if unset"
     )
@@ -135,6 +162,31 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True)
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> Settings:
+        """Refuse a placeholder where a secret belongs: any secret setting, a password in a
+        URL setting (``DATABASE_URL``...), a value of ``JOB_ENV``. Never echoes the value."""
+        bad: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            env = f"CLOWDER_ML_{name.upper()}"
+            if isinstance(value, SecretStr) and is_placeholder(value.get_secret_value()):
+                bad.append(env)
+            elif isinstance(value, str) and "://" in value:
+                try:
+                    password = urlsplit(value).password
+                except ValueError:  # not a URL after all; its own field checks it
+                    password = None
+                if password is not None and is_placeholder(password):
+                    bad.append(f"{env} (its password)")
+            elif isinstance(value, dict):
+                bad += [f"{env}[{key!r}]" for key, v in value.items()
+                        if isinstance(v, str) and is_placeholder(v)]
+        if bad:
+            raise ValueError(f"placeholder secret in {', '.join(bad)}: set real values "
+                             "(the deploy manifests ship CHANGE-ME placeholders on purpose)")
+        return self
 
     @cached_property
     def resolved_data_dir(self) -> Path:
