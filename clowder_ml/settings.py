@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=1 << 40, description="Largest single upload (tus)")
     max_multipart_bytes: int = Field(default=64 << 20, description="Largest multipart file")
     upload_expiry_hours: float = Field(default=24.0, description="Unfinished uploads expire")
+    # Changes to one dataset commit one after the other; one that waits longer than this for
+    # its turn answers 503 with Retry-After (a complete upload is kept and retried).
+    dataset_commit_wait_s: float = Field(
+        default=30.0, gt=0, description="Longest wait for a dataset's commit lock")
 
     # Zip archives unpacked into datasets
     zip_max_total_bytes: int = Field(default=20 << 30, description="Sum of unpacked sizes")
@@ -185,7 +189,7 @@ class Settings(BaseSettings):
                         if isinstance(v, str) and is_placeholder(v)]
         if bad:
             raise ValueError(f"placeholder secret in {', '.join(bad)}: set real values "
-                             "(the deploy manifests ship CHANGE-ME placeholders on purpose)")
+                             "(the deploy manifests ship placeholders on purpose)")
         return self
 
     @cached_property
