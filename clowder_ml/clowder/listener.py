@@ -16,8 +16,9 @@ Unlike pyclowder's connector, a message is worked on in a thread of its own (up 
 start the next), and it is acknowledged only once the request is answered. A listener that
 is killed leaves its messages unacknowledged: RabbitMQ hands them to the next listener,
 which resumes watching the job already started (:class:`Extractions` keeps a record per
-request, and lets one delivery of a request work at a time) instead of running it again. A malformed message is logged (without its body,
-which holds a key), copied to the error queue and acknowledged, as pyclowder does.
+request, and lets one delivery of a request work at a time) instead of running it again.
+A malformed message is logged (without its body, which holds a key), copied to the error
+queue and acknowledged, as pyclowder does.
 
 pika's connection is not thread-safe: workers hand every publish and acknowledgement to the
 connection's thread with ``add_callback_threadsafe``.

@@ -21,6 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from clowder_ml.errors import ValidationFailed
 
 MAX_MESSAGE_BYTES = 1 << 20  # Clowder's messages are a few hundred bytes
+# Clowder v2's ids are MongoDB ObjectIds (``PydanticObjectId``). They go into API paths, so
+# anything else is refused here: no path tricks, and no id Clowder would answer with a 500.
+OBJECT_ID = r"^[0-9a-fA-F]{24}$"
 
 
 class MalformedMessage(ValidationFailed):
@@ -34,10 +37,10 @@ class ExtractionRequest(BaseModel):
 
     host: str = Field(min_length=1, description="Clowder's API base URL")
     secret_key: SecretStr = Field(alias="secretKey")
-    job_id: str = Field(min_length=1, description="Clowder's id of this extraction job")
+    job_id: str = Field(pattern=OBJECT_ID, description="Clowder's id of this extraction job")
     resource_type: Literal["file", "dataset"] = "file"
-    id: str = Field(min_length=1, description="The file's or the dataset's id")
-    dataset_id: str = Field(alias="datasetId", min_length=1)
+    id: str = Field(pattern=OBJECT_ID, description="The file's or the dataset's id")
+    dataset_id: str = Field(alias="datasetId", pattern=OBJECT_ID)
     filename: str | None = None
     file_size: int | None = Field(default=None, alias="fileSize", ge=0)
     dataset_name: str | None = Field(default=None, alias="datasetName")

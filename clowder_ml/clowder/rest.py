@@ -2,18 +2,13 @@
 
 Every path and shape is Clowder v2's own (clowder-framework/clowder2, ``backend/app``):
 
-==========================================  ==============================================
-call                                        clowder2 source
-==========================================  ==============================================
-``GET  /api/v2/users/profile``              ``routers/users.py`` ``get_profile``
-``GET  /api/v2/datasets/{id}``              ``routers/datasets.py`` ``get_dataset``
-``GET  /api/v2/datasets/{id}/files``        ``routers/datasets.py`` ``get_dataset_files``
-``GET  /api/v2/files/{id}/summary``         ``routers/files.py`` ``get_file_summary``
-``GET  /api/v2/files/{id}``                 ``routers/files.py`` ``download_file``
-``POST /api/v2/datasets/{id}/files``        ``routers/datasets.py`` ``save_file``
-``GET  /api/v2/datasets/{id}/metadata``     ``routers/metadata_datasets.py``
-``POST /api/v2/datasets/{id}/metadata``     ``routers/metadata_datasets.py``
-==========================================  ==============================================
+* ``GET  /api/v2/users/profile``: ``routers/users.py`` ``get_profile``
+* ``GET  /api/v2/datasets/{id}/files``: ``routers/datasets.py`` ``get_dataset_files``
+* ``GET  /api/v2/files/{id}/summary``: ``routers/files.py`` ``get_file_summary``
+* ``GET  /api/v2/files/{id}``: ``routers/files.py`` ``download_file``
+* ``POST /api/v2/datasets/{id}/files``: ``routers/datasets.py`` ``save_file``
+* ``POST /api/v2/datasets/{id}/metadata``: ``routers/metadata_datasets.py``
+  ``add_dataset_metadata``
 
 Authentication is the ``X-API-KEY`` header (``keycloak_auth.py`` ``get_current_username``).
 The key never appears in a URL, a log line or an error message. Clowder's answers become
@@ -113,9 +108,6 @@ class ClowderApi:
         """The user the key belongs to (``UserOut``: ``id``, ``email``, names)."""
         return dict(self._json("GET", "/users/profile"))
 
-    def dataset(self, dataset_id: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/datasets/{dataset_id}"))
-
     def dataset_files(self, dataset_id: str) -> list[dict[str, Any]]:
         """Every file of the dataset's top level and folders (``FileOut``), page by page."""
         out: list[dict[str, Any]] = []
@@ -152,9 +144,6 @@ class ClowderApi:
         except httpx.TransportError as exc:
             raise ClowderUnreachable(f"Clowder at {self.base_url} broke off GET {path}: "
                                      f"{type(exc).__name__}.") from None
-
-    def dataset_metadata(self, dataset_id: str) -> list[dict[str, Any]]:
-        return list(self._json("GET", f"/datasets/{dataset_id}/metadata"))
 
     # writes ------------------------------------------------------------------------------
 

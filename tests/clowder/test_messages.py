@@ -67,6 +67,8 @@ def test_the_key_never_shows() -> None:
     (body(file_message(resource_type="collection")), "resource_type"),
     (body(file_message(parameters=["x"])), "parameters"),
     (body(file_message(fileSize=-1)), "fileSize"),
+    (body(file_message(id="../users/keys")), "id: String should match pattern"),
+    (body(dataset_message(datasetId="65a1f0c2e4b0a1b2c3d4e5f0/../x")), "datasetId"),
     (body(file_message(secretKey=12345, datasetId=None)), "secretKey"),
     (b" " * (MAX_MESSAGE_BYTES + 1), "the limit is"),
 ])

@@ -11,15 +11,16 @@ from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field, SecretStr
 from sqlalchemy import select
 
-from clowder_ml.api.deps import PlatformDep, UserDep
+from clowder_ml.api.deps import AuditDep, PlatformDep, UserDep
 from clowder_ml.api.job_schemas import OutputOut
 from clowder_ml.api.schemas import Metadata, Strict, Text
 from clowder_ml.clowder import export as clowder_export
+from clowder_ml.clowder.messages import OBJECT_ID
 from clowder_ml.db.models import Model, ModelVersion, Permission, User
 from clowder_ml.engine.spec import MAX_CPUS, MAX_GPUS
 from clowder_ml.errors import NotFound
 from clowder_ml.registry import artifacts, lineage, models, reproduction
-from clowder_ml.services import datasets, files, users
+from clowder_ml.services import audit, datasets, files, users
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
 NumberP = Annotated[int, Path(ge=1, le=2**31 - 1, description="Version or reproduction number")]
@@ -118,8 +119,9 @@ class ExportRequest(Strict):
 
 
 class ClowderExportRequest(Strict):
-    dataset_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
-                            description="The Clowder dataset to add the model to")
+    dataset_id: str = Field(pattern=OBJECT_ID,
+                            description="The Clowder dataset (its 24-hex id) to add the "
+                                        "model to")
     api_key: SecretStr = Field(min_length=1, max_length=4096,
                                description="Your Clowder API key: used for this upload only, "
                                            "never stored or logged")
@@ -454,14 +456,17 @@ def show_reproduction(name: str, number: NumberP, rid: NumberP, user: UserDep,
 
 @router.put("/models/{name}/shares/{username}", status_code=204)
 def share_model(name: str, username: str, body: ShareRequest, user: UserDep,
-                platform: PlatformDep) -> None:
+                platform: PlatformDep, ctx: AuditDep) -> None:
     with platform.db.session() as s:
         m = models.get_model_ref(s, user, name)
         models.share(s, user, m, users.get_user_by_name(s, username), body.permission)
+        audit.record_share(s, ctx, user, f"model:{m.id}", username, body.permission.value)
 
 
 @router.delete("/models/{name}/shares/{username}", status_code=204)
-def unshare_model(name: str, username: str, user: UserDep, platform: PlatformDep) -> None:
+def unshare_model(name: str, username: str, user: UserDep, platform: PlatformDep,
+                  ctx: AuditDep) -> None:
     with platform.db.session() as s:
         m = models.get_model_ref(s, user, name)
         models.unshare(s, user, m, users.get_user_by_name(s, username))
+        audit.record_share(s, ctx, user, f"model:{m.id}", username, None)
