@@ -63,6 +63,7 @@ __all__ = [
     "iter_text_rows",
     "label_mapping",
     "load_examples",
+    "no_tables",
     "split_examples",
 ]
 
@@ -200,6 +201,11 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def _walk_tables(root: Path) -> list[Path]:
+    return [p for p in _walk_files(root) if p.suffix.lower() in TABLE_FORMATS]
+
+
+def _walk_files(root: Path) -> list[Path]:
+    """Every regular file under ``root``, hidden ones and symlinks left out."""
     found: list[Path] = []
     for folder, dirs, names in os.walk(root):
         dirs[:] = [
@@ -207,11 +213,22 @@ def _walk_tables(root: Path) -> list[Path]:
         ]
         for name in names:
             path = Path(folder) / name
-            if name.startswith(".") or path.is_symlink():
-                continue
-            if path.suffix.lower() in TABLE_FORMATS:
+            if not name.startswith(".") and not path.is_symlink():
                 found.append(path)
     return found
+
+
+def no_tables(root: Path, files: list[str] | None = None) -> ValidationFailed:
+    """The error for data with no table to read: says which files it holds instead (a
+    picture handed to a text task, say) and which formats are read."""
+    held = sorted(_rel(p, root) for p in _walk_files(root)) if files is None else files
+    where = "in the dataset" if files is None else "among the files named"
+    return ValidationFailed(
+        f"no table files {where}"
+        + (f"; it holds {_shown(held, _SHOWN_COLUMNS)}" if held else "; it is empty"),
+        hint=f"the text tasks read tables ({', '.join(sorted(TABLE_FORMATS))}); add one to "
+        "the dataset version",
+    )
 
 
 def _shown(names: list[str], limit: int) -> str:
@@ -623,10 +640,7 @@ def load_examples(
     root = Path(root)
     tables = find_tables(root, files)
     if not tables:
-        raise ValidationFailed(
-            f"no table files in the dataset{'' if files is None else ' among the files named'}",
-            hint=f"add a table ({', '.join(sorted(TABLE_FORMATS))}) to the dataset version",
-        )
+        raise no_tables(root, files)
     examples = TextExamples(
         labels=None if label_column is None else [],
         text_column=text_column,

@@ -122,6 +122,8 @@ def data_tables(root: Path, files: list[str] | None, exclude: tuple[str, ...] = 
     if files is None:
         tables = [t for t in tables
                   if not t.relative_to(root).as_posix().startswith(PREDICTIONS_DIR)]
+    if not tables:
+        raise textdata.no_tables(root, files)
     return tables
 
 

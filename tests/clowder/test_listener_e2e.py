@@ -193,7 +193,7 @@ def test_a_file_the_task_cannot_use_gets_the_jobs_reason(stack: Stack) -> None:
     fid = stack.clowder.files(ds)[0]["id"]
     job = stack.run(PREDICT, ds, {"model": "clowdy@latest"}, timeout=180, file_id=fid)
     last = stack.clowder.job_updates(job["id"])[-1]["status"]
-    assert job["status"] == "ERROR" and "failed" in last, last
+    assert job["status"] == "ERROR" and "failed" in last and "cat.png" in last, last
 
 
 def test_a_failing_job_reports_its_reason(stack: Stack) -> None:

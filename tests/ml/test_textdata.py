@@ -295,7 +295,12 @@ def test_load_examples_concatenates_files(tmp_path: Path) -> None:
 
 def test_load_examples_empty_dataset(tmp_path: Path) -> None:
     err = error(lambda: load_examples(tmp_path, None, "text", "label"))
-    assert "no table files" in err.message
+    assert "no table files" in err.message and "it is empty" in err.message
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "pics" / "cat.png").write_bytes(b"\x89PNG")
+    err = error(lambda: load_examples(tmp_path, None, "text", "label"))
+    assert "it holds pics/cat.png" in err.message and ".parquet" in (err.hint or "")
+    (tmp_path / "pics" / "cat.png").unlink()
     write(tmp_path / "a.csv", "text,label\n")
     write(tmp_path / "b.jsonl", "\n")
     write(tmp_path / "c.csv", "")
