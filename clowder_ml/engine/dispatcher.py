@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from anyio import to_thread
 
 from clowder_ml.engine import ray_cluster
+from clowder_ml.engine.capacity import Capacity, capacity
 from clowder_ml.engine.feasibility import check_feasible
 from clowder_ml.engine.port import JobRecord, JobStore
 from clowder_ml.engine.ray_backend import (
-    ClusterResources,
     RayJobsBackend,
     RayJobState,
     RayJobStatus,
@@ -94,7 +94,9 @@ class Dispatcher:
         self.backend: RayJobsBackend | None = None
         self._lost_since: float | None = None
         self._stopping: set[str] = set()
-        self._resources: tuple[float, ClusterResources] | None = None
+        self._capacity: tuple[float, Capacity] | None = None
+        # Submission ids whose wait for resources is already an event (one per wait).
+        self._waiting_noted: set[str] = set()
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.unreachable: str | None = None
@@ -232,11 +234,14 @@ class Dispatcher:
                 self._end(job, JobState.FAILED, f"Timed out after {spec.timeout_s:g} s "
                                                 "(the job's timeout_s).")
             elif st.state is RayJobState.PENDING:
-                self._set_waiting(job, self._waiting_message(spec, seen))
-            elif job.waiting_for:
-                self._set_waiting(job, None)
+                self._wait_for_resources(job, sid, self._waiting_message(spec, seen))
+            else:
+                self._waiting_noted.discard(sid)
+                if job.waiting_for:
+                    self._set_waiting(job, None)
             return
         self._stopping.discard(sid)
+        self._waiting_noted.discard(sid)
         if job.cancel_requested:
             self._end(job, JobState.CANCELLED, "Cancelled by request.")
         elif st.state is RayJobState.STOPPED:
@@ -264,11 +269,19 @@ class Dispatcher:
         if job.waiting_for != message:
             self.store.set_waiting(job.id, message)
 
+    def _wait_for_resources(self, job: JobRecord, sid: str, message: str) -> None:
+        """Ray holds the job until the resources it reserved are free (or the autoscaler
+        has added a node for it): say so on the job, and once per wait as an event."""
+        self._set_waiting(job, message)
+        if sid not in self._waiting_noted:
+            self._waiting_noted.add(sid)
+            self.store.add_event(job.id, f"waiting for resources: {message}")
+
     def _waiting_message(self, spec: JobSpec, seen: _Pass) -> str:
-        total = self._cluster_resources()
-        if total is None:
+        cap = self._cluster_capacity()
+        if cap is None:
             return "waiting for resources on the Ray cluster"
-        r = spec.resources
+        r, total = spec.resources, cap.now
         free_cpus = max(0.0, total.cpus - seen.running_cpus)
         parts = [f"needs {r.cpus:g} CPU{'s' if r.cpus != 1 else ''}; "
                  f"{free_cpus:g} of {total.cpus:g} free"]
@@ -276,6 +289,9 @@ class Dispatcher:
             free_gpus = max(0.0, total.gpus - seen.running_gpus)
             parts.append(f"needs {r.gpus:g} GPU{'s' if r.gpus != 1 else ''}; "
                          f"{free_gpus:g} of {total.gpus:g} free")
+        if cap.autoscaling:
+            parts.append(f"the autoscaler can add nodes up to {cap.most.cpus:g} CPUs"
+                         + (f", {cap.most.gpus:g} GPUs" if cap.most.gpus else ""))
         return "; ".join(parts)
 
     def _keep_ray_log(self, backend: RayJobsBackend, job: JobRecord) -> None:
@@ -304,25 +320,27 @@ class Dispatcher:
 
     # queued jobs ---------------------------------------------------------------------------
 
-    def _cluster_resources(self) -> ClusterResources | None:
+    def _cluster_capacity(self) -> Capacity | None:
+        """The cluster's capacity now and at most (``CLOWDER_ML_RAY_NODE_TYPES``), cached for
+        ``RESOURCES_TTL_S``; None when Ray does not answer."""
         now = time.monotonic()
-        if self._resources is not None and now - self._resources[0] < RESOURCES_TTL_S:
-            return self._resources[1]
+        if self._capacity is not None and now - self._capacity[0] < RESOURCES_TTL_S:
+            return self._capacity[1]
         if self.backend is None:
             return None
         try:
-            res = self.backend.cluster_resources()
+            cap = capacity(self.backend.nodes(), self.settings.ray_node_types)
         except ClowderMLError:
             return None
-        self._resources = (now, res)
-        return res
+        self._capacity = (now, cap)
+        return cap
 
     def _dispatch(self, backend: RayJobsBackend) -> None:
         queue = self.store.pending()
         running = Counter(j.owner_id for j in self.store.active())
         limit = self.settings.max_running_jobs_per_user
         for job in queue:
-            cluster = self._cluster_resources()
+            cluster = self._cluster_capacity()
             if cluster is not None:
                 try:
                     check_feasible(job.spec, cluster)
@@ -358,9 +376,10 @@ class Dispatcher:
             "OPENBLAS_NUM_THREADS": threads,
             "CLOWDER_ML_JOB_CPUS": f"{spec.resources.cpus:g}",
             "CLOWDER_ML_JOB_GPUS": f"{spec.resources.gpus:g}",
-            "CLOWDER_ML_SHARED_DIR": str(self.settings.job_shared_dir
-                                         or self.settings.resolved_data_dir / "shared"),
         }
+        shared = self._shared_dir()
+        if shared is not None:
+            env["CLOWDER_ML_SHARED_DIR"] = shared
         if self.settings.extra_tasks:
             env["CLOWDER_ML_EXTRA_TASKS"] = json.dumps(self.settings.extra_tasks)
         python = self.settings.job_python or (sys.executable if self.cluster is not None
@@ -380,6 +399,17 @@ class Dispatcher:
         except InvalidJobTransition:  # cancelled while we submitted: stop it now
             if self.store.state(job.id) is JobState.CANCELLED:
                 self._stop(backend, sid, "stopping it on Ray (cancelled)", job.id)
+
+    def _shared_dir(self) -> str | None:
+        """Where jobs keep checkpoints, as the Ray nodes see it: ``job_shared_dir``, or for
+        the embedded head (same machine) ``<data>/shared``. A remote cluster never gets a
+        path of the server's; without ``job_shared_dir`` its jobs checkpoint in their own
+        work folder (a lost node then restarts training from the beginning)."""
+        if self.settings.job_shared_dir is not None:
+            return str(self.settings.job_shared_dir)
+        if self.cluster is not None and self.cluster.embedded is not None:
+            return str(self.settings.resolved_data_dir / "shared")
+        return None
 
     def _api_url(self) -> str:
         url = self.settings.job_api_url or self.settings.public_url

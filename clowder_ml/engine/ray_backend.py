@@ -61,6 +61,17 @@ class ClusterResources:
     nodes: int
 
 
+@dataclass(frozen=True)
+class NodeResources:
+    """One alive node's total resources (memory in bytes), as Ray's State API reports them."""
+
+    node_id: str
+    is_head: bool
+    cpus: float
+    gpus: float
+    memory_bytes: int
+
+
 def _message(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
 
@@ -177,8 +188,8 @@ class RayJobsBackend:
             jobs = self._client.list_jobs()
         return [_status_from(j.submission_id, j) for j in jobs if j.submission_id]
 
-    def cluster_resources(self) -> ClusterResources:
-        """Total CPUs, GPUs and memory of alive nodes, from the dashboard's State API."""
+    def nodes(self) -> tuple[NodeResources, ...]:
+        """The cluster's alive nodes and their totals, from the dashboard's State API."""
         with _boundary():
             r = httpx.get(
                 f"{self.address}/api/v0/nodes",
@@ -188,14 +199,17 @@ class RayJobsBackend:
             )
             r.raise_for_status()
             nodes = r.json()["data"]["result"]["result"]
-        cpus = gpus = mem = 0.0
-        alive = 0
-        for node in nodes:
-            if node.get("state") != "ALIVE":
-                continue
-            alive += 1
-            total = node.get("resources_total") or {}
-            cpus += float(total.get("CPU", 0))
-            gpus += float(total.get("GPU", 0))
-            mem += float(total.get("memory", 0))
-        return ClusterResources(cpus=cpus, gpus=gpus, memory_bytes=int(mem), nodes=alive)
+        return tuple(
+            NodeResources(node_id=str(node.get("node_id", "")),
+                          is_head=bool(node.get("is_head_node")),
+                          cpus=float(total.get("CPU", 0)), gpus=float(total.get("GPU", 0)),
+                          memory_bytes=int(float(total.get("memory", 0))))
+            for node in nodes if node.get("state") == "ALIVE"
+            for total in [node.get("resources_total") or {}])
+
+    def cluster_resources(self) -> ClusterResources:
+        """Total CPUs, GPUs and memory of alive nodes, from the dashboard's State API."""
+        alive = self.nodes()
+        return ClusterResources(cpus=sum(n.cpus for n in alive), gpus=sum(n.gpus for n in alive),
+                                memory_bytes=sum(n.memory_bytes for n in alive),
+                                nodes=len(alive))

@@ -55,7 +55,11 @@ def engine_server(head: EmbeddedRayHead, base: Path,
     from tests.conftest import ServerProcess
     from tests.engine.jobs_helpers import JobsApi
 
-    srv = ServerProcess(base / "data", env=engine_env(head, base / "cache", **(env or {})))
+    # The cluster's shared volume for checkpoints: a folder on this one machine. A remote
+    # cluster gets no server path unless it is set (the dispatcher's _shared_dir).
+    shared = {"CLOWDER_ML_JOB_SHARED_DIR": str(base / "data" / "shared")}
+    srv = ServerProcess(base / "data", env=engine_env(head, base / "cache",
+                                                      **{**shared, **(env or {})}))
     srv.start()
     try:
         api = JobsApi(srv.url, srv.token())
