@@ -22,9 +22,21 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clowder_ml import __version__
+from clowder_ml.api import web
 from clowder_ml.api.deps import reject_nul_path_params
 from clowder_ml.api.middleware import ObservabilityMiddleware
-from clowder_ml.api.routers import auth, datasets, jobs, models, ops, runner, uploads
+from clowder_ml.api.routers import (
+    auth,
+    datasets,
+    documents,
+    jobs,
+    models,
+    ops,
+    runner,
+    scan,
+    task_forms,
+    uploads,
+)
 from clowder_ml.db import migrate
 from clowder_ml.engine.dispatcher import Dispatcher
 from clowder_ml.errors import (
@@ -35,6 +47,7 @@ from clowder_ml.errors import (
     ValidationFailed,
 )
 from clowder_ml.services import maintenance, users
+from clowder_ml.services.collab import CollabHub
 from clowder_ml.services.job_store import DbJobStore
 from clowder_ml.services.platform import Platform
 from clowder_ml.settings import Settings
@@ -125,6 +138,7 @@ def install_error_handlers(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None, *, announce: bool = True) -> FastAPI:
     settings = settings or Settings()
     platform = Platform.build(settings)
+    collab = CollabHub(platform)  # the web editor's co-editing rooms
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -133,6 +147,7 @@ def create_app(settings: Settings | None = None, *, announce: bool = True) -> Fa
             announce_admin_password(generated)
         app.state.generated_admin_password = generated
         tasks = [asyncio.create_task(_housekeeping(platform))]
+        await collab.open()
         if settings.engine_enabled:
             # The first pass connects to Ray (starting the embedded head takes seconds), in a
             # thread: the API answers meanwhile and new jobs wait in the queue.
@@ -145,6 +160,7 @@ def create_app(settings: Settings | None = None, *, announce: bool = True) -> Fa
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await collab.close()  # compacts the open co-editing drafts
             if platform.dispatcher is not None:
                 await to_thread.run_sync(platform.dispatcher.close)
             platform.db.dispose()
@@ -153,10 +169,13 @@ def create_app(settings: Settings | None = None, *, announce: bool = True) -> Fa
                   description="Fine-tune and run models from a dataset.",
                   dependencies=[Depends(reject_nul_path_params)])
     app.state.platform = platform
+    app.state.collab = collab
     install_error_handlers(app)
     for r in (ops.router, auth.router, datasets.router, uploads.router, jobs.router,
-              runner.router, models.router):
+              runner.router, models.router, task_forms.router, scan.router,
+              documents.router):
         app.include_router(r)
+    web.install(app)  # last: the web UI's fallback route never shadows an API route
     app.add_middleware(ObservabilityMiddleware)
     return app
 

@@ -1,0 +1,138 @@
+"""Co-editing rooms: one Yjs document per dataset file, shared by every browser that has it
+open (pycrdt-websocket's rooms speaking the y-websocket protocol).
+
+* A room is created when the first editor connects: from the stored draft if there is one,
+  else from the file's text in the dataset's latest version. Every change is appended to the
+  draft store (:class:`clowder_ml.services.documents.DocumentStore`) as it happens, so a
+  restarted server serves the same text. A room with no editors left is closed, its draft
+  compacted into one state update.
+* Read-only editors (read access to the dataset) receive the document and its changes, but
+  the server drops their own changes (``changes_document`` tells which messages those are;
+  the API's channel applies it), whatever their browser does; presence messages pass.
+* Rooms live in one server process: editors of one document must reach the same server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import anyio
+from anyio import to_thread
+from pycrdt import Doc, Text, TransactionEvent, YMessageType, YSyncMessageType
+from pycrdt.websocket import WebsocketServer, YRoom
+
+from clowder_ml.services import documents
+from clowder_ml.services.documents import COMPACT_AT_BYTES, DocumentRef, DocumentStore
+from clowder_ml.services.platform import Platform
+
+log = logging.getLogger("clowder_ml.collab")
+
+# The Y.Text every editor binds to (y-monaco in the browser uses the same name).
+ROOM_TEXT = "content"
+# Messages that change a document: a client's answer to the server's state (step 2) and
+# its incremental updates. A client's step 1 only asks for the server's state.
+_WRITES = frozenset({YSyncMessageType.SYNC_STEP2.value, YSyncMessageType.SYNC_UPDATE.value})
+
+
+def changes_document(message: bytes) -> bool:
+    """True for y-websocket messages that would change the document."""
+    return (len(message) >= 2 and message[0] == YMessageType.SYNC.value
+            and message[1] in _WRITES)
+
+
+def _log_exception(exception: Exception, logger: logging.Logger) -> bool:
+    logger.error("co-editing room failed", exc_info=exception)
+    return True
+
+
+class CollabHub(WebsocketServer):
+    """The co-editing rooms of one server process (start with ``open``, end with ``close``)."""
+
+    def __init__(self, platform: Platform) -> None:
+        super().__init__(rooms_ready=True, auto_clean_rooms=True,
+                         exception_handler=_log_exception, log=log)
+        self.platform = platform
+        self.store = DocumentStore(platform.settings.resolved_data_dir / "documents")
+        self._loading: dict[str, anyio.Lock] = {}
+        self._task: asyncio.Task[Any] | None = None
+
+    # lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._task = asyncio.create_task(self.start())
+        await self.started.wait()
+
+    async def close(self) -> None:
+        for name in list(self.rooms):
+            await self.delete_room(name=name)
+        if self.running:
+            await self.stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # rooms --------------------------------------------------------------------------------
+
+    async def get_room(self, name: str) -> YRoom:
+        """The room for ``name`` (a ``DocumentRef.room``), loaded and started if needed."""
+        if name not in self.rooms:
+            lock = self._loading.setdefault(name, anyio.Lock())
+            async with lock:
+                if name not in self.rooms:
+                    self.rooms[name] = await self._load_room(DocumentRef.from_room(name))
+            self._loading.pop(name, None)
+        room: YRoom = self.rooms[name]
+        await self.start_room(room)
+        return room
+
+    async def _load_room(self, ref: DocumentRef) -> YRoom:
+        updates = await to_thread.run_sync(self.store.load, ref)
+        initial = None
+        if updates is None:
+            initial = await to_thread.run_sync(documents.initial_text, self.platform.db,
+                                               self.platform.blobs, ref)
+        # The Doc is built here, on the event loop thread that will use it.
+        doc: Doc[Any] = Doc()
+        text = doc.get(ROOM_TEXT, type=Text)
+        if updates is not None:
+            for update in updates:
+                doc.apply_update(update)
+        else:
+            text += initial or ""
+            await to_thread.run_sync(self.store.replace, ref, doc.get_update())
+
+        def persist(event: TransactionEvent) -> None:
+            if self.store.append(ref, event.update) > COMPACT_AT_BYTES:
+                self.store.replace(ref, doc.get_update())
+
+        doc.observe(persist)
+        return YRoom(ready=True, ydoc=doc, exception_handler=_log_exception, log=log)
+
+    async def delete_room(self, *, name: str | None = None, room: YRoom | None = None) -> None:
+        """Close a room, compacting its draft to one state update first."""
+        if name is None:
+            assert room is not None
+            name = self.get_room_name(room)
+        current = self.rooms.get(name)
+        if current is not None:
+            await to_thread.run_sync(self.store.replace, DocumentRef.from_room(name),
+                                     current.ydoc.get_update())
+        await super().delete_room(name=name)
+
+    async def text_of(self, ref: DocumentRef) -> str | None:
+        """The draft's text: the live room's, else the stored draft's; None: no draft."""
+        room = self.rooms.get(ref.room)
+        if room is not None:
+            return str(room.ydoc.get(ROOM_TEXT, type=Text))
+        updates = await to_thread.run_sync(self.store.load, ref)
+        if updates is None:
+            return None
+        doc: Doc[Any] = Doc()
+        text = doc.get(ROOM_TEXT, type=Text)
+        for update in updates:
+            doc.apply_update(update)
+        return str(text)
