@@ -65,6 +65,7 @@ __all__ = [
     "load_examples",
     "no_tables",
     "split_examples",
+    "table_columns",
 ]
 
 Tokenize = Callable[[list[str]], dict[str, list[list[int]]]]
@@ -360,7 +361,8 @@ def _id_value(value: Any, rel: str, row: int, column: str) -> str:
     if text is None or not text.strip():
         raise ValidationFailed(
             f"missing id in {_where(rel, row, column)}",
-            hint="give every row an id, or leave --param id_column unset to use file:row ids",
+            hint="give every row an id, or set --param id_column= (empty) to number rows by "
+            "file:row",
         )
     return text
 
@@ -436,6 +438,27 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[list[str], int, b
             first = False
         if record:
             yield record, start, raw
+
+
+def table_columns(path: Path) -> list[str]:
+    """The column names of a table (CSV/TSV header, Parquet schema, the first JSONL record's
+    keys); ``[]`` for an empty file or one that cannot be read (reading it later says why)."""
+    fmt = TABLE_FORMATS.get(Path(path).suffix.lower())
+    try:
+        if fmt in ("csv", "tsv"):
+            return _csv_header(Path(path), "\t" if fmt == "tsv" else ",") or []
+        if fmt == "parquet":
+            with pq.ParquetFile(str(path)) as parquet:
+                return list(parquet.schema_arrow.names)
+        if fmt is not None:
+            with Path(path).open("rb") as handle:
+                for raw in handle:
+                    if raw.strip():
+                        record = json.loads(raw)
+                        return [str(k) for k in record] if isinstance(record, dict) else []
+    except (ValueError, OSError, pa.ArrowException, ValidationFailed):
+        pass
+    return []
 
 
 def _csv_header(path: Path, delimiter: str) -> list[str] | None:

@@ -19,6 +19,8 @@ from clowder_ml.tasks.outputs import PREDICTIONS_DIR, Publish
 from clowder_ml.tasks.params import TaskParams
 from clowder_ml.tasks.registry import TaskDef
 
+DEFAULT_ID_COLUMN = "id"  # keys predictions when a table has it and id_column is unset
+
 
 class FinetuneParams(TaskParams):
     # The param that mirrors the job's ``resources.workers`` (services.jobs.submit makes
@@ -98,7 +100,10 @@ class PredictParams(TaskParams):
                                     description="The model's training text column if unset")
     label_column: str | None = Field(default=None, max_length=256,
                                      description="True labels, for accuracy (optional)")
-    id_column: str | None = Field(default=None, max_length=256)
+    id_column: str | None = Field(
+        default=None, max_length=256,
+        description="Column whose values key the predictions. Unset: a column named `id` "
+        "when the file has one, else FILE:ROW; empty (\"\"): always FILE:ROW")
     files: list[str] | None = None
     batch_size: int = Field(default=64, ge=1, le=4096)
     max_length: int | None = Field(default=None, ge=8, le=512)
@@ -112,6 +117,14 @@ class PredictParams(TaskParams):
 
     def publishes(self) -> Publish:
         return Publish.PREDICTIONS
+
+
+def id_column_for(table: Path, id_column: str | None) -> str | None:
+    """The column that keys ``table``'s predictions: ``id_column`` as given, ``None``
+    (FILE:ROW) for ``""``, and when unset a column named ``id`` if the table has one."""
+    if id_column is None:
+        return DEFAULT_ID_COLUMN if DEFAULT_ID_COLUMN in textdata.table_columns(table) else None
+    return id_column or None
 
 
 def data_tables(root: Path, files: list[str] | None, exclude: tuple[str, ...] = ()

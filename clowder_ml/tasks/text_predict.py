@@ -28,7 +28,7 @@ from clowder_ml.ml.models import load_classifier
 from clowder_ml.ml.predict_output import PredictionWriter
 from clowder_ml.tasks.context import TaskContext
 from clowder_ml.tasks.outputs import PREDICTIONS_FILE
-from clowder_ml.tasks.text_classification import PredictParams, data_tables
+from clowder_ml.tasks.text_classification import PredictParams, data_tables, id_column_for
 
 CHUNK_ROWS = 4096
 
@@ -79,7 +79,8 @@ def run(ctx: TaskContext) -> dict[str, Any]:
                               scored=p.label_column is not None) as out:
             for table in tables:
                 for batch in textdata.iter_text_rows(table, data.path, text_column,
-                                                     p.label_column, p.id_column,
+                                                     p.label_column,
+                                                     id_column_for(table, p.id_column),
                                                      batch_rows=CHUNK_ROWS):
                     probs = predict_ray.text_probs(model, tokenizer, batch.texts,
                                                    p.batch_size, max_length, torch)
@@ -106,7 +107,8 @@ def _blocks(tables: list[Path], root: Path, text_column: str, p: PredictParams
     rows = predict_ray.block_rows(p.batch_size, CHUNK_ROWS)
     for table in tables:
         for batch in textdata.iter_text_rows(table, root, text_column, p.label_column,
-                                             p.id_column, batch_rows=rows):
+                                             id_column_for(table, p.id_column),
+                                             batch_rows=rows):
             block: dict[str, list[Any]] = {
                 predict_ray.INDEX: list(range(index, index + len(batch))),
                 "text": batch.texts, "id": batch.ids,
