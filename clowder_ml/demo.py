@@ -25,21 +25,68 @@ from clowder_ml.db.models import User
 from clowder_ml.services import users
 from clowder_ml.settings import Settings
 
-WORDS_POS = ["great", "lovely", "excellent", "superb", "enjoyable", "delightful"]
-WORDS_NEG = ["awful", "boring", "terrible", "dull", "painful", "disappointing"]
+SUBJECTS = ["film", "movie", "plot", "acting", "soundtrack", "script", "ending", "cast",
+            "pacing", "dialogue", "camera work", "story", "lead actor", "humour", "finale"]
+POSITIVE = ["great", "lovely", "excellent", "superb", "enjoyable", "delightful", "moving",
+            "clever", "gripping", "charming", "beautiful", "fun", "touching", "sharp"]
+NEGATIVE = ["awful", "boring", "terrible", "dull", "painful", "disappointing", "clumsy",
+            "tedious", "forgettable", "messy", "weak", "predictable", "flat", "silly"]
+INTENSITY = ["", "", "really ", "truly ", "rather ", "quite ", "absolutely ", "a bit "]
+ASIDES = ["", "", "", "I saw it on a rainy Sunday.", "My sister picked it.",
+          "It runs a little over two hours.", "The cinema was half empty.",
+          "We had popcorn.", "I went in knowing nothing about it."]
+NAMES = ["Ana", "Ben", "Chloe", "Dev", "Eli", "Fatima", "Greg", "Hana", "Ivan", "Jo"]
 
 
-def write_sample(path: Path, rows: int = 2000, seed: int = 0) -> Path:
-    """A small sentiment CSV (text,label) generated deterministically."""
+def review(rng: random.Random, positive: bool) -> str:
+    """One made-up review whose sentiment is ``positive``: a plain verdict, a negated one
+    ("not dull"), a contrast whose second half decides ("X was dull, but Y was superb"), or
+    someone else's verdict agreed with; plus an unrelated aside now and then."""
+    good, bad = (POSITIVE, NEGATIVE) if positive else (NEGATIVE, POSITIVE)
+    subject, other = rng.sample(SUBJECTS, 2)
+    shape = rng.randrange(4)
+    if shape == 0:
+        text = f"The {subject} was {rng.choice(INTENSITY)}{rng.choice(good)}."
+    elif shape == 1:
+        text = f"The {subject} was not {rng.choice(bad)} at all."
+    elif shape == 2:
+        text = (f"The {other} was {rng.choice(bad)}, but the {subject} was "
+                f"{rng.choice(INTENSITY)}{rng.choice(good)}.")
+    else:
+        text = f"{rng.choice(NAMES)} found the {subject} {rng.choice(good)}, and I agree."
+    return " ".join(x for x in (rng.choice(ASIDES), text) if x)
+
+
+def write_sample(path: Path, rows: int = 2000, seed: int = 0, noise: float = 0.05,
+                 avoid: frozenset[str] = frozenset()) -> set[str]:
+    """Write a sentiment CSV (text,label) generated deterministically from ``seed``: varied
+    reviews (negations and contrasts, not only keywords) with a share ``noise`` of labels
+    flipped, as real annotations have, so a model's accuracy tells something. Texts in
+    ``avoid`` are left out (a held-out file shares no text with the training file). Returns
+    the texts written."""
     rng = random.Random(seed)  # noqa: S311 - sample data, not security
+    written: set[str] = set()
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["text", "label"])
-        for _ in range(rows):
-            pos = rng.random() < 0.5
-            word = rng.choice(WORDS_POS if pos else WORDS_NEG)
-            w.writerow([f"The film was {word} from start to end.", "pos" if pos else "neg"])
-    return path
+        while rows > 0:
+            positive = rng.random() < 0.5
+            text = review(rng, positive)
+            if text in avoid:
+                continue
+            label = positive if rng.random() >= noise else not positive
+            w.writerow([text, "pos" if label else "neg"])
+            written.add(text)
+            rows -= 1
+    return written
+
+
+def write_samples(folder: Path) -> tuple[Path, Path]:
+    """``train.csv`` (2,000 reviews) and a held-out ``test.csv`` (400 other reviews)."""
+    train, test = folder / "train.csv", folder / "test.csv"
+    seen = write_sample(train, 2000, seed=0)
+    write_sample(test, 400, seed=1, avoid=frozenset(seen))
+    return train, test
 
 
 def run(host: str, port: int, data_dir: Path, keep_serving: bool) -> None:
@@ -66,10 +113,12 @@ def run(host: str, port: int, data_dir: Path, keep_serving: bool) -> None:
         _, token = users.issue_token(s, admin, "demo", expires_in=timedelta(hours=1))
 
     with Client(url, token) as client, tempfile.TemporaryDirectory() as tmp:
-        sample = write_sample(Path(tmp) / "reviews.csv")
-        console.print(f"[bold]1.[/] Uploading a generated sample ({sample.stat().st_size} bytes)"
-                      " by tus into dataset 'demo-reviews'...")
-        st = client.upload(sample, "demo-reviews", "train/reviews.csv")
+        sample, held_out = write_samples(Path(tmp))
+        console.print(f"[bold]1.[/] Uploading generated reviews ({sample.stat().st_size} + "
+                      f"{held_out.stat().st_size} bytes, training and held-out) by tus into "
+                      "dataset 'demo-reviews'...")
+        client.upload(sample, "demo-reviews", "train/reviews.csv")
+        st = client.upload(held_out, "demo-reviews", "test/reviews.csv")
         console.print(f"   -> version {st['version']} of demo-reviews")
         p = client.preview("demo-reviews", "train/reviews.csv", rows=3)
         cols = ", ".join(f"{c['name']}:{c['type']}" for c in p["columns"])
@@ -114,11 +163,12 @@ def profile_job(client: Client, console: Console) -> None:
     job = client.wait_job(job["id"], timeout_s=300)
     if job["state"] != "succeeded":
         raise SystemExit(f"The profile job {job['state']}: {job['reason']}")
-    table = job["result"]["tables"][0]
-    label = table["label"] or {}
-    console.print(f"   -> job {job['id']} {job['state']}: {table['rows']} rows, "
-                  f"{table['duplicate_rows']} duplicate rows, labels "
-                  f"{label.get('distribution')}")
+    console.print(f"   -> job {job['id']} {job['state']}:")
+    for table in job["result"]["tables"]:
+        label = table["label"] or {}
+        console.print(f"      {table['path']}: {table['rows']} rows, "
+                      f"{table['duplicate_rows']} duplicate rows, labels "
+                      f"{label.get('distribution')}")
     console.print(f"   (see it again: clowder-ml jobs show {job['id']})")
 
 
@@ -144,11 +194,13 @@ def _run_job(client: Client, console: Console, task: str, params: dict[str, Any]
 
 def finetune_and_predict(client: Client, console: Console) -> None:
     """Steps 5 and 6: the main job, fine-tune then predict (short, to keep the demo quick)."""
-    console.print("[bold]5.[/] Fine-tuning minilm-l6 on demo-reviews (a short run: 30 steps)...")
+    console.print("[bold]5.[/] Fine-tuning minilm-l6 on train/reviews.csv (a short run: 60 "
+                  "steps)...")
     job = _run_job(client, console, "text-classification-finetune", {
         "model_name": "demo-sentiment", "base_model": "minilm-l6", "text_column": "text",
-        "label_column": "label", "epochs": 1, "max_steps": 30, "max_length": 32,
-        "batch_size": 16, "learning_rate": 1e-4, "validation_split": 0.1})
+        "label_column": "label", "files": ["train/reviews.csv"], "epochs": 1,
+        "max_steps": 60, "max_length": 48, "batch_size": 16, "learning_rate": 2e-4,
+        "validation_split": 0.1})
     result = job["result"]
     metrics = result["metrics"]
     console.print(f"   -> model {result['model']['ref']} (sha256 {result['digest'][:12]}...), "
@@ -156,12 +208,14 @@ def finetune_and_predict(client: Client, console: Console) -> None:
                   f"macro F1 {metrics.get('eval_macro_f1', 0):.3f}")
     console.print(f"      files: GET /api/v1/jobs/{job['id']}/outputs  "
                   f"(model/model.safetensors, config.json, manifest.json, README.md)")
-    console.print("[bold]6.[/] Predicting with demo-sentiment@latest...")
+    console.print("[bold]6.[/] Predicting the held-out reviews with demo-sentiment@latest...")
     job = _run_job(client, console, "text-classification-predict", {
-        "model": "demo-sentiment@latest", "label_column": "label"})
+        "model": "demo-sentiment@latest", "label_column": "label",
+        "files": ["test/reviews.csv"]})
     result = job["result"]
     where = result["predictions"]
-    console.print(f"   -> {result['rows']} rows labelled {result['label_counts']}, accuracy "
-                  f"{result['accuracy']:.3f}; predictions in demo-reviews version "
-                  f"{where['version']} at {where['path']}")
+    console.print(f"   -> {result['rows']} held-out rows labelled {result['label_counts']}, "
+                  f"accuracy {result['accuracy']:.3f} (5% of the labels are flipped on "
+                  f"purpose); predictions in demo-reviews version {where['version']} at "
+                  f"{where['path']}")
 
