@@ -458,3 +458,39 @@ class ClowderRequest(Base):
     final_message: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoginThrottle(Base):
+    """Failed log-ins counted under one key (``account:<name>`` or ``address:<ip>``).
+
+    ``score`` is the count as of ``updated_at``; it decays with time (half-life in settings).
+    Kept in the database so that every server process and a restarted one see the same
+    count (``clowder_ml.services.throttle``).
+    """
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    score: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class AuditEvent(Base):
+    """One security-relevant action (``clowder_ml.services.audit``): who, what, when, from
+    where, and how it went. Never holds a secret."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    # The account acting (or, for a log-in, the one named in the attempt); the name is kept
+    # as given so that the record outlives the user and names accounts that do not exist.
+    actor: Mapped[str] = mapped_column(String(64), index=True)
+    actor_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    client: Mapped[str | None] = mapped_column(String(64), default=None)
+    target: Mapped[str] = mapped_column(String(255), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    request_id: Mapped[str | None] = mapped_column(String(32), default=None)
