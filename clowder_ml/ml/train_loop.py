@@ -15,6 +15,11 @@ Contract:
   the global step, so there is no hidden scheduler state).
 * Checkpoints hold no pickled objects: weights are safetensors, the rest is a dict of
   ints/floats/strings/lists/tensors loadable with ``torch.load(..., weights_only=True)``.
+* ``keep_best``: the run ends with the weights of its best end-of-epoch eval, not its last.
+  Those weights are kept in ``checkpoint_dir/best.safetensors`` (written atomically, the step
+  in its metadata) or, without a checkpoint folder, in memory. A resume replays every eval
+  after its checkpoint, and the replay rewrites that file with the same weights whenever it
+  finds a new best, so the file always ends as the best of the one deterministic trajectory.
 
 Only ``on_metrics`` deliveries are at-least-once: a metrics record emitted after the latest
 checkpoint is emitted again after a resume (consumers dedupe by step).
@@ -46,6 +51,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import _remove_duplicate_names, load_model, save_file, save_model
 
 from clowder_ml.ml import data_parallel, determinism
@@ -56,6 +62,7 @@ WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
 KEEP_CHECKPOINTS = 2
 STATE_FORMAT = 1
+BEST_FILE = "best.safetensors"
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 _TMP_PREFIX = ".tmp-"
 
@@ -72,6 +79,8 @@ class TrainParams:
     steps). ``max_steps`` caps the number of optimizer steps (and shortens the schedule).
     ``early_stopping_patience``: stop after that many consecutive end-of-epoch evals
     without improving ``eval_<metric>`` (needs eval data and ``eval_every_epoch``).
+    ``keep_best``: end with the weights of the best eval (highest ``eval_<metric>``, the
+    earliest of equals) instead of the last weights; needs eval data.
     ``pad_id`` pads ``input_ids`` in dynamically padded batches.
     """
 
@@ -94,6 +103,7 @@ class TrainParams:
     eval_batch_size: int | None = None
     # bfloat16 autocast of the forward pass on a GPU (weights and optimizer stay float32).
     bf16: bool = False
+    keep_best: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:
@@ -133,10 +143,13 @@ class SupportsLengths(Protocol):
 class TrainResult:
     """Outcome of :func:`train`.
 
-    ``metrics`` is the last eval (``eval_loss``, ``eval_accuracy``, ``eval_macro_f1``;
-    empty without eval data). ``history`` holds every training log record and eval record
+    ``metrics`` is the eval of the weights the model ends with (``eval_loss``,
+    ``eval_accuracy``, ``eval_macro_f1``; empty without eval data): the last eval, or with
+    ``keep_best`` the best one. ``history`` holds every training log record and eval record
     (deterministic: no timings). ``interrupted`` is True when ``should_stop`` ended the run
-    (the run can be resumed). Timings cover this call only.
+    (the run can be resumed). ``best_step`` and ``best_epoch`` (1-based: the epoch in which
+    it was reached) locate the best eval (None without one); ``restored_best`` says the
+    model was set back to it. Timings cover this call only.
     """
 
     global_step: int
@@ -148,6 +161,9 @@ class TrainResult:
     seconds: float
     interrupted: bool = False
     resumed_from_step: int | None = None
+    best_step: int | None = None
+    best_epoch: int | None = None
+    restored_best: bool = False
 
 
 @dataclass
@@ -159,6 +175,11 @@ class _Progress:
     global_step: int = 0
     epochs_completed: int = 0
     best_metric: float | None = None
+    # Where the best eval was and what it measured (checkpoints older than these fields
+    # load with the defaults).
+    best_step: int | None = None
+    best_epoch: int | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)
     patience: int = 0
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
@@ -472,7 +493,10 @@ def _load_checkpoint(
     state: dict[str, Any] = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     if state.get("format") != STATE_FORMAT:
         raise ValueError(f"{path}: unsupported checkpoint format {state.get('format')!r}")
-    saved = {k: v for k, v in state["params"].items() if k not in _RESUME_FREE_FIELDS}
+    # A field added since the checkpoint was written counts as its default.
+    defaults = dataclasses.asdict(TrainParams())
+    saved = {k: v for k, v in {**defaults, **state["params"]}.items()
+             if k not in _RESUME_FREE_FIELDS}
     now = {k: v for k, v in dataclasses.asdict(params).items() if k not in _RESUME_FREE_FIELDS}
     if saved != now:
         diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
@@ -493,11 +517,64 @@ def _load_checkpoint(
 
 
 def _clean_tmp(checkpoint_dir: Path) -> None:
-    """Remove leftovers of checkpoints whose writing was interrupted."""
+    """Remove leftovers of checkpoints (folders) and best weights (files) whose writing was
+    interrupted."""
     if checkpoint_dir.is_dir():
         for entry in checkpoint_dir.iterdir():
-            if entry.name.startswith(_TMP_PREFIX) and entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
+            if entry.name.startswith(_TMP_PREFIX):
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+
+class _BestWeights:
+    """The weights of the best eval so far: a file in the checkpoint folder (so that they
+    survive a killed worker) or, without one, a copy in memory.
+
+    The file is written next to its final name and renamed into place after an fsync, so a
+    crash leaves the previous best intact; its metadata records the step it holds, which
+    :meth:`restore` checks against the step the progress says is best.
+    """
+
+    def __init__(self, checkpoint_dir: Path | None) -> None:
+        self.path = checkpoint_dir / BEST_FILE if checkpoint_dir is not None else None
+        self._memory: tuple[int, dict[str, torch.Tensor]] | None = None
+
+    def save(self, model: torch.nn.Module, step: int) -> None:
+        if self.path is None:
+            self._memory = (step, {k: v.detach().clone() for k, v in
+                                   model.state_dict().items()})
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".safetensors",
+                                    dir=self.path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            save_model(model, str(tmp), metadata={"step": str(step)})
+            _fsync_file(tmp)
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def restore(self, model: torch.nn.Module, step: int) -> None:
+        """Load the best weights (of ``step``) into ``model``; RuntimeError when the kept
+        weights are of another step (they never should be: see the module docstring)."""
+        if self.path is None:
+            if self._memory is None or self._memory[0] != step:
+                raise RuntimeError(f"best weights of step {step} were not kept")
+            model.load_state_dict(self._memory[1], strict=True)
+            return
+        if not self.path.is_file():
+            raise RuntimeError(f"{self.path}: best weights of step {step} are missing")
+        with safe_open(str(self.path), framework="pt") as fh:
+            kept = (fh.metadata() or {}).get("step")
+        if kept != str(step):
+            raise RuntimeError(f"{self.path} holds step {kept}, not the best step {step}")
+        load_model(model, str(self.path), strict=True)
 
 
 # --------------------------------------------------------------------------- eval
@@ -680,6 +757,10 @@ def train(
     window_t = time.perf_counter()
     last_ckpt_step = resumed_from
     interrupted = False
+    if params.keep_best and eval_data is None:
+        raise ValueError("keep_best needs eval data")
+    best = _BestWeights(checkpoint_dir) if params.keep_best and is_rank0 else None
+    restored_best = False
 
     def run_eval() -> None:
         assert eval_data is not None
@@ -791,6 +872,8 @@ def train(
                 if is_rank0:
                     run_eval()
                     _update_early_stopping(progress, params)
+                    if best is not None and progress.best_step == progress.global_step:
+                        best.save(model, progress.global_step)
                 if dp is not None:
                     progress.stopped_early = bool(data_parallel.broadcast_int(dp,
                                                                  int(progress.stopped_early)))
@@ -804,6 +887,13 @@ def train(
             )
             if last_eval_step != progress.global_step or not progress.last_metrics:
                 run_eval()
+                if best is not None and _record_if_best(progress, params):
+                    best.save(model, progress.global_step)
+            if best is not None and progress.best_step is not None \
+                    and progress.best_step != progress.global_step:
+                best.restore(model, progress.best_step)
+                progress.last_metrics = dict(progress.best_metrics)
+                restored_best = True
 
     return TrainResult(
         global_step=progress.global_step,
@@ -815,14 +905,31 @@ def train(
         seconds=time.perf_counter() - t_start,
         interrupted=interrupted,
         resumed_from_step=resumed_from,
+        best_step=progress.best_step,
+        best_epoch=progress.best_epoch,
+        restored_best=restored_best,
     )
+
+
+def _record_if_best(progress: _Progress, params: TrainParams) -> bool:
+    """Whether the last eval beats every earlier one (``eval_<metric>``, higher is better;
+    the earliest of equals stays best); if so, remember where it was and what it measured."""
+    value = progress.last_metrics[f"eval_{params.metric}"]
+    if progress.best_metric is not None and value <= progress.best_metric:
+        return False
+    progress.best_metric = value
+    progress.best_step = progress.global_step
+    # 1-based; after the loop has moved on to the next epoch (step_in_epoch 0), the eval
+    # is of the epoch before.
+    at_boundary = progress.step_in_epoch == 0 and progress.epoch > 0
+    progress.best_epoch = progress.epoch if at_boundary else progress.epoch + 1
+    progress.best_metrics = dict(progress.last_metrics)
+    return True
 
 
 def _update_early_stopping(progress: _Progress, params: TrainParams) -> None:
     """Track the best ``eval_<metric>`` (higher is better) and the patience counter."""
-    value = progress.last_metrics[f"eval_{params.metric}"]
-    if progress.best_metric is None or value > progress.best_metric:
-        progress.best_metric = value
+    if _record_if_best(progress, params):
         progress.patience = 0
     else:
         progress.patience += 1
