@@ -181,8 +181,31 @@ class StorageError(ClowderMLError):
 
 
 class ServiceUnavailable(ClowderMLError):
+    """The server cannot do it right now; nothing was changed. When ``retry_after_s`` is set
+    the API sends it as ``Retry-After``."""
+
     code = "service_unavailable"
     status = 503
+    retry_after_s: int | None = None
+
+    def http_headers(self) -> dict[str, str]:
+        return {} if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
+
+
+class DatasetBusy(ServiceUnavailable):
+    """A change to a dataset waited its bound for the dataset's commit lock (other changes
+    were committing ahead of it) and was not made. Retry after ``retry_after_s``."""
+
+    code = "dataset_busy"
+    retry_after_s = 5
+
+
+class UploadFinalizing(ServiceUnavailable):
+    """Every byte of a tus upload arrived and is kept, but adding it to its dataset failed
+    for a passing reason; the server retries by itself (HEAD shows the state)."""
+
+    code = "upload_finalizing"
+    retry_after_s = 5
 
 
 class SandboxUnavailable(ServiceUnavailable):

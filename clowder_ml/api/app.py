@@ -110,7 +110,7 @@ def _describe_validation(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClowderMLError)
     async def _platform_error(request: Request, exc: ClowderMLError) -> JSONResponse:
-        return _error_response(exc)
+        return _error_response(exc, exc.http_headers() or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -163,6 +163,7 @@ def create_app(settings: Settings | None = None, *, announce: bool = True) -> Fa
             await collab.close()  # compacts the open co-editing drafts
             if platform.dispatcher is not None:
                 await to_thread.run_sync(platform.dispatcher.close)
+            await to_thread.run_sync(platform.uploads.close)  # stop the commit retries
             platform.db.dispose()
 
     app = FastAPI(title="clowder-ml", version=__version__, lifespan=lifespan,

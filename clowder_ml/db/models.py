@@ -66,7 +66,11 @@ class TokenKind(enum.StrEnum):
 
 
 class UploadState(enum.StrEnum):
+    """receiving -> finalizing (every byte arrived and checked; kept until committed) ->
+    completed; receiving or finalizing -> failed (wrong digest, bad zip: for good)."""
+
     RECEIVING = "receiving"
+    FINALIZING = "finalizing"
     COMPLETED = "completed"
     FAILED = "failed"
 

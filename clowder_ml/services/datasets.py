@@ -7,15 +7,18 @@ not exist. A user with read access who tries to write gets ``PermissionDenied``.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, literal, or_, select, update
+from prometheus_client import Counter, Histogram
+from sqlalchemy import delete, func, insert, literal, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from clowder_ml.db.models import (
     Dataset,
@@ -28,10 +31,11 @@ from clowder_ml.db.models import (
     VersionFile,
     utcnow,
 )
-from clowder_ml.db.session import Database
+from clowder_ml.db.session import Database, LockWaitTimeout
 from clowder_ml.errors import (
     AlreadyExists,
     Conflict,
+    DatasetBusy,
     NotFound,
     PermissionDenied,
     ValidationFailed,
@@ -42,6 +46,16 @@ from clowder_ml.storage import BlobInfo
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ID_PREFIX = "ds_"
 MAX_VERSION = 2**31 - 1  # version numbers are 32-bit integers in the database
+SLOW_COMMIT_WAIT_S = 1.0  # commit lock waits at least this long are logged
+
+log = logging.getLogger("clowder_ml.datasets")
+COMMIT_WAIT = Histogram(
+    "clowder_ml_dataset_commit_wait_seconds",
+    "Time a dataset change waited for the dataset's commit lock",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+COMMIT_TIMEOUTS = Counter(
+    "clowder_ml_dataset_commit_timeouts_total",
+    "Dataset changes refused (503) because the commit lock wait ran out")
 
 
 def _not_found(ref: str) -> NotFound:
@@ -253,31 +267,59 @@ def tree(s: Session, ds: Dataset, number: int | None = None, prefix: str | None 
 
 
 def commit_changes(db: Database, ds_id: str, actor_id: int, adds: Mapping[str, BlobInfo],
-                   removes: set[str] | frozenset[str] = frozenset(), message: str = "",
+                   removes: set[str] | frozenset[str] = frozenset(), message: str = "", *,
+                   also: Callable[[Session, DatasetVersion], None] | None = None,
                    ) -> DatasetVersion:
     """Create the next immutable version: the latest files, minus ``removes``, plus ``adds``.
 
-    Runs in its own transaction and retries when a concurrent change took the same number,
-    so two uploads finishing together both land, one after the other.
+    Commits to one dataset are serialized, not raced: each takes the dataset's commit lock
+    (its row ``FOR NO KEY UPDATE`` on PostgreSQL; the database's write lock, ``BEGIN
+    IMMEDIATE``, on SQLite) before it reads the latest version, so N concurrent changes make
+    N successive versions and none is refused for contention. The wait is bounded by
+    ``db.lock_wait_s``; when it runs out this raises ``DatasetBusy`` (503 with Retry-After)
+    and nothing changed. Every wait is observed in ``clowder_ml_dataset_commit_wait_seconds``;
+    waits over a second are logged.
+
+    ``also(session, version)`` runs in the same transaction once the version is known (also
+    when identical files make no new version), so a caller's bookkeeping lands atomically
+    with the version; whatever it raises rolls both back.
     """
     for path in removes:
         normalize_path(path)
     adds = {normalize_path(p): b for p, b in adds.items()}
-    last_error: Exception | None = None
-    for _attempt in range(20):
-        try:
-            with db.session() as s:
-                return _commit_once(s, ds_id, actor_id, adds, set(removes), message)
-        except IntegrityError as exc:
-            last_error = exc
-    raise Conflict("The dataset is changing too fast; try again.") from last_error
+    started = time.monotonic()
+    try:
+        with db.serialized_session() as s:
+            # FOR NO KEY UPDATE: rows that reference the dataset (new uploads) still insert.
+            ds = s.scalar(select(Dataset).where(Dataset.id == ds_id)
+                          .options(lazyload(Dataset.owner))  # no outer join under the lock
+                          .with_for_update(key_share=True)
+                          .execution_options(populate_existing=True))
+            waited = time.monotonic() - started
+            COMMIT_WAIT.observe(waited)
+            if ds is None:
+                raise NotFound("The dataset was deleted while the change was in progress.")
+            version = _commit_once(s, ds, actor_id, adds, set(removes), message)
+            if also is not None:
+                also(s, version)
+    except LockWaitTimeout as exc:
+        waited = time.monotonic() - started
+        COMMIT_WAIT.observe(waited)
+        COMMIT_TIMEOUTS.inc()
+        log.warning("dataset commit lock not granted", extra={
+            "dataset_id": ds_id, "wait_s": round(waited, 3), "limit_s": db.lock_wait_s})
+        raise DatasetBusy(
+            f"The dataset is busy: other changes held it for {db.lock_wait_s:g} s; "
+            "nothing was changed.", "Retry in a few seconds.") from exc
+    if waited >= SLOW_COMMIT_WAIT_S:
+        log.info("dataset commit waited for its lock", extra={
+            "dataset_id": ds_id, "wait_s": round(waited, 3), "version": version.number})
+    return version
 
 
-def _commit_once(s: Session, ds_id: str, actor_id: int, adds: Mapping[str, BlobInfo],
+def _commit_once(s: Session, ds: Dataset, actor_id: int, adds: Mapping[str, BlobInfo],
                  removes: set[str], message: str) -> DatasetVersion:
-    ds = s.get(Dataset, ds_id)
-    if ds is None:
-        raise NotFound("The dataset was deleted while the change was in progress.")
+    """The next version of ``ds``, whose commit lock the caller holds."""
     prev = get_version(s, ds, None)
     if prev is not None:
         existing = set(s.scalars(select(VersionFile.path).where(VersionFile.version_id == prev.id)))
@@ -291,7 +333,7 @@ def _commit_once(s: Session, ds_id: str, actor_id: int, adds: Mapping[str, BlobI
     new = DatasetVersion(dataset_id=ds.id, number=ds.latest_version + 1, message=message,
                          created_by=actor_id)
     s.add(new)
-    s.flush()  # a concurrent commit of the same number fails here (unique constraint)
+    s.flush()  # the unique (dataset, number) constraint still guards writers that skip the lock
     if prev is not None:
         dropped = removes | set(adds)
         keep = select(literal(new.id), VersionFile.path,
@@ -309,12 +351,8 @@ def _commit_once(s: Session, ds_id: str, actor_id: int, adds: Mapping[str, BlobI
     count, total = s.execute(select(func.count(), func.coalesce(func.sum(VersionFile.size), 0))
                              .where(VersionFile.version_id == new.id)).one()
     new.file_count, new.total_bytes = int(count), int(total)
-    # Compare-and-set on latest_version so two writers can never both claim one number.
-    res = s.execute(update(Dataset).where(Dataset.id == ds.id,
-                                          Dataset.latest_version == ds.latest_version)
-                    .values(latest_version=new.number, updated_at=utcnow()))
-    if res.rowcount != 1:  # type: ignore[attr-defined]
-        raise IntegrityError("latest_version moved", None, Exception("race"))
+    ds.latest_version = new.number
+    ds.updated_at = utcnow()
     return new
 
 

@@ -29,7 +29,7 @@ class Platform:
     @classmethod
     def build(cls, settings: Settings) -> Platform:
         settings.ensure_dirs()
-        db = Database(settings.sqlalchemy_url)
+        db = Database(settings.sqlalchemy_url, lock_wait_s=settings.dataset_commit_wait_s)
         blobs = LocalBlobStore(settings.blobs_dir, settings.tmp_dir)
         return cls(settings, db, blobs, UploadService(settings, db, blobs),
                    TaskRegistry(settings.extra_tasks))

@@ -10,11 +10,21 @@ Contract:
 - The sha256 is computed as bytes arrive; after a server restart the received prefix is
   re-hashed once.
 - When the last byte arrives, the digest is compared with the declared ``sha256``. A mismatch
-  fails the upload and deletes the bytes: nothing reaches the dataset. A match moves the file
-  into the blob store (a rename, no copy) and commits a new dataset version; zip uploads are
-  unpacked safely instead.
+  fails the upload and deletes the bytes: nothing reaches the dataset. A match makes the
+  upload ``finalizing``: its bytes are complete and kept until they are committed.
+- Finalizing links the file into the blob store (a hard link, no copy; zip uploads are
+  unpacked safely instead) and commits a new dataset version in the same transaction that
+  marks the upload ``completed``; only then is the part file removed. A failure that says
+  the content is wrong (bad zip, dataset deleted) fails the upload and drops the bytes. Any
+  other failure (the dataset stayed busy past its lock wait, the database or the disk
+  hiccuped) keeps the upload ``finalizing``: the request gets 503 with Retry-After, a
+  background loop retries with backoff, ``recover()`` retries at start-up, and an empty
+  PATCH at the full offset retries at once. HEAD answers the full offset meanwhile and
+  ``X-Upload-State`` says which state the upload is in.
 - A finished-but-unfinalized upload (server killed between the last byte and the commit) is
   finalized by ``recover()`` at start-up.
+- Everything that finalizes an upload holds the part file's ``flock``, so one upload is
+  never committed twice, even by two server processes.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import queue
 import secrets
@@ -37,9 +48,17 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import anyio
-from sqlalchemy import select
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
-from clowder_ml.db.models import Permission, Upload, UploadState, User, utcnow
+from clowder_ml.db.models import (
+    DatasetVersion,
+    Permission,
+    Upload,
+    UploadState,
+    User,
+    utcnow,
+)
 from clowder_ml.db.session import Database
 from clowder_ml.errors import (
     BadRequest,
@@ -48,16 +67,20 @@ from clowder_ml.errors import (
     NotFound,
     PayloadTooLarge,
     StorageFull,
+    UnsafeArchive,
+    UnsupportedFormat,
     UnsupportedMediaType,
     UploadExpired,
+    UploadFinalizing,
     UploadOffsetMismatch,
     ValidationFailed,
 )
 from clowder_ml.services import datasets
 from clowder_ml.services.archives import ZipLimits, unpack_zip
 from clowder_ml.services.paths import normalize_path, normalize_prefix
+from clowder_ml.services.retry_loop import RetryLoop
 from clowder_ml.settings import Settings
-from clowder_ml.storage import LocalBlobStore
+from clowder_ml.storage import BlobInfo, LocalBlobStore
 from clowder_ml.storage.blobstore import SHA256_RE, storage_error
 
 TUS_VERSION = "1.0.0"
@@ -68,6 +91,14 @@ WRITE_BATCH = 2 << 20  # bytes gathered before they are handed to the writer thr
 WRITE_QUEUE = 2  # batches that may wait for the writer (bounds memory per PATCH)
 IOV_MAX = 1024  # buffers per pwritev call (Linux's limit)
 TRUE_WORDS = {"1", "true", "yes", "on"}
+# Failures that say a complete upload can never be committed: its content is wrong (digest,
+# zip) or its target is gone. Any other failure is passing and the upload waits for a retry.
+DEFINITIVE_ERRORS: tuple[type[ClowderMLError], ...] = (
+    ChecksumMismatch, UnsafeArchive, UnsupportedFormat, ValidationFailed, BadRequest, NotFound,
+    PayloadTooLarge)
+NO_HARD_LINK = {errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK}
+
+log = logging.getLogger("clowder_ml.uploads")
 
 
 class UploadLocked(ClowderMLError):
@@ -257,6 +288,10 @@ class _PartWriter:
                 self.error = self.error or exc
 
 
+class _UploadGone(Exception):
+    """The upload was completed or deleted by someone else while this commit ran."""
+
+
 class UploadService:
     def __init__(self, settings: Settings, db: Database, blobs: LocalBlobStore) -> None:
         self.settings = settings
@@ -265,6 +300,13 @@ class UploadService:
         self.dir = settings.uploads_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self._hashes: dict[str, _HashState] = {}
+        # Retries the commit of uploads left finalizing by a passing failure.
+        self.retries = RetryLoop(self.retry_finalizing, name="upload-finalizer")
+
+    def close(self) -> None:
+        """Stop the background retries (at server shutdown); pending uploads stay
+        finalizing and ``recover()`` picks them up at the next start."""
+        self.retries.close()
 
     # helpers -------------------------------------------------------------------------
 
@@ -291,8 +333,8 @@ class UploadService:
             return up
 
     def _status(self, up: Upload) -> UploadStatus:
-        offset = up.length if up.state == UploadState.COMPLETED else min(
-            self._received(up.id), up.length)
+        complete = up.state in (UploadState.COMPLETED, UploadState.FINALIZING)
+        offset = up.length if complete else min(self._received(up.id), up.length)
         return UploadStatus(up.id, up.dataset_id, up.path, up.length, offset, up.state,
                             up.expires_at, up.version, up.error, dict(up.metadata_))
 
@@ -370,6 +412,8 @@ class UploadService:
             raise UnsupportedMediaType(f"PATCH needs Content-Type: {OFFSET_CONTENT_TYPE}.")
         checksum = parse_checksum(checksum_header)
         up = await anyio.to_thread.run_sync(self._load, user, upload_id)
+        if up.state in (UploadState.FINALIZING, UploadState.COMPLETED):
+            return await self._finish_again(up, offset, body)
         self._check_usable(up)
         fh = await anyio.to_thread.run_sync(self._open_locked, upload_id)
         try:
@@ -405,6 +449,29 @@ class UploadService:
         finally:
             fh.close()  # releases the flock
         return await anyio.to_thread.run_sync(self.head_any, upload_id)
+
+    async def _finish_again(self, up: Upload, offset: int, body: AsyncIterator[bytes],
+                            ) -> UploadStatus:
+        """A PATCH to an upload whose bytes all arrived. It may send nothing more. Empty at
+        the full offset it is a harmless repeat of the last PATCH (a client retrying after
+        a 503): a finalizing upload retries its commit now, a completed one just answers."""
+        hint = ("Nothing is missing. An empty PATCH at the full offset retries adding the "
+                "file to the dataset now; the server also retries by itself.")
+        if offset != up.length:
+            raise UploadOffsetMismatch(
+                f"Upload-Offset {offset}: all {up.length} bytes were already received.", hint)
+        async for chunk in body:
+            if chunk:
+                raise UploadOffsetMismatch("Every byte of this upload was already received.",
+                                           hint)
+        if up.state == UploadState.COMPLETED:
+            return self._status(up)
+        fh = await anyio.to_thread.run_sync(self._open_locked, up.id)
+        try:
+            await anyio.to_thread.run_sync(self._commit_pending, up.id)
+        finally:
+            fh.close()
+        return await anyio.to_thread.run_sync(self.head_any, up.id)
 
     def head_any(self, upload_id: str) -> UploadStatus:
         with self.db.session() as s:
@@ -491,44 +558,128 @@ class UploadService:
     # finishing -----------------------------------------------------------------------
 
     def _finalize(self, upload_id: str, digest: str) -> None:
-        """Verify and commit a complete upload. Idempotent."""
+        """Check a complete upload's digest, then commit it. The caller holds the part
+        file's lock. Idempotent: only an upload still receiving is checked."""
+        mismatch = False
         with self.db.session() as s:
-            up = s.get(Upload, upload_id)
-            if up is None or up.state != UploadState.RECEIVING:
+            row = s.get(Upload, upload_id)
+            if row is None or row.state != UploadState.RECEIVING:
                 return
-            s.expunge(up)
+            if row.sha256 and digest != row.sha256:
+                row.state, row.error = UploadState.FAILED.value, (
+                    f"sha256 mismatch: declared {row.sha256}, received {digest}")
+                mismatch = True
+            else:
+                # From here the bytes are complete and verified: they are kept until
+                # committed, whatever fails in between.
+                row.state, row.offset = UploadState.FINALIZING.value, row.length
+                if not row.unpack:  # a zip's entries carry their own digests
+                    row.sha256 = digest
+            s.flush()
+            s.expunge(row)
         self._hashes.pop(upload_id, None)
-        part = self.part(upload_id)
-        if up.sha256 and digest != up.sha256:
-            self._fail(up.id, f"sha256 mismatch: declared {up.sha256}, received {digest}")
+        if mismatch:
             with contextlib.suppress(FileNotFoundError):
-                part.unlink()
+                self.part(upload_id).unlink()
             raise ChecksumMismatch(
-                f"The uploaded bytes hash to {digest}, not the declared sha256 {up.sha256}.",
+                f"The uploaded bytes hash to {digest}, not the declared sha256 {row.sha256}.",
                 "The file changed or was corrupted in transit; nothing was added to the "
                 "dataset. Upload it again.")
+        self._commit_upload(row)
+
+    def _commit_pending(self, upload_id: str) -> None:
+        """Commit a finalizing upload (the caller holds the part file's lock)."""
+        with self.db.session() as s:
+            row = s.get(Upload, upload_id)
+            if row is None or row.state != UploadState.FINALIZING:
+                return
+            s.expunge(row)
+        self._commit_upload(row)
+
+    def _commit_upload(self, up: Upload) -> None:
+        """Add a finalizing upload to its dataset; remove the part file once committed.
+
+        A definitive failure fails the upload and drops its bytes (and is raised); any other
+        keeps it finalizing for the retries and raises ``UploadFinalizing`` (503).
+        """
+        part = self.part(up.id)
         try:
-            if up.unpack:
-                adds = unpack_zip(part, self.blobs, self._zip_limits(), prefix=up.path)
-                part.unlink()
-            else:
-                adds = {up.path: self.blobs.adopt(part, digest)}
-            version = datasets.commit_changes(
-                self.db, up.dataset_id, up.owner_id, adds,
-                message=f"upload {up.path or 'archive'}")
-        except ClowderMLError as exc:
+            adds = self._blobs_for(up, part)
+            datasets.commit_changes(self.db, up.dataset_id, up.owner_id, adds,
+                                    message=f"upload {up.path or 'archive'}",
+                                    also=lambda s, v: self._mark_completed(s, up.id, v))
+        except _UploadGone:
+            return  # completed by another process, or terminated: its part is theirs
+        except DEFINITIVE_ERRORS as exc:
             self._fail(up.id, exc.message)
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
             raise
-        with self.db.session() as s:
-            row = s.get(Upload, upload_id)
-            if row is not None:
-                row.state = UploadState.COMPLETED.value
-                row.offset = row.length
-                if not row.unpack:  # a zip's entries carry their own digests
-                    row.sha256 = digest
-                row.version = version.number
+        except Exception as exc:
+            reason = exc.message if isinstance(exc, ClowderMLError) else (
+                f"{type(exc).__name__}: {exc}")
+            log.warning("upload kept for a retry of its commit", extra={
+                "upload_id": up.id, "dataset_id": up.dataset_id, "reason": reason})
+            self._note_pending(up.id, reason)
+            self.retries.poke()
+            raise UploadFinalizing(
+                f"All {up.length} bytes arrived and are kept, but adding them to the "
+                f"dataset failed for now ({reason}).",
+                "Nothing needs to be sent again: the server retries by itself. HEAD or GET "
+                "this upload to see when it is completed.") from exc
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+
+    def _blobs_for(self, up: Upload, part: Path) -> dict[str, BlobInfo]:
+        """The blobs a finalizing upload adds, made from its part file, which stays."""
+        if up.unpack:
+            if not part.exists():
+                raise NotFound("The upload's bytes are gone.", "Upload the archive again.")
+            return unpack_zip(part, self.blobs, self._zip_limits(), prefix=up.path)
+        if not part.exists():
+            # A crash after an earlier attempt linked the blob but before it was committed
+            # and the part removed cannot happen (removal follows the commit); a blob
+            # already stored under the digest is still good.
+            if self.blobs.exists(up.sha256):
+                return {up.path: BlobInfo(up.sha256, self.blobs.size(up.sha256))}
+            raise NotFound("The upload's bytes are gone.", "Upload the file again.")
+        link = self.blobs.tmp_dir / f"upload-{up.id}-{secrets.token_hex(4)}.tmp"
+        try:
+            os.link(part, link)
+        except OSError as exc:
+            if exc.errno not in NO_HARD_LINK:
+                raise storage_error(exc, "adding an upload to the store") from exc
+            with open(part, "rb") as src:  # a file system without hard links: copy
+                blob = self.blobs.put_stream(iter(lambda: src.read(8 << 20), b""))
+            if blob.sha256 != up.sha256:
+                raise ChecksumMismatch("The upload's bytes changed on the server's disk.",
+                                       "Upload the file again.") from exc
+            return {up.path: blob}
+        try:
+            # A fresh mtime: the blob collector's grace period protects the new blob until
+            # the commit references it, however long ago the last byte arrived.
+            os.utime(link)
+        except OSError as exc:
+            link.unlink(missing_ok=True)
+            raise storage_error(exc, "adding an upload to the store") from exc
+        return {up.path: self.blobs.adopt(link, up.sha256)}
+
+    @staticmethod
+    def _mark_completed(s: Session, upload_id: str, version: DatasetVersion) -> None:
+        """In the commit's transaction: the upload is completed with this version."""
+        res = s.execute(update(Upload).where(
+            Upload.id == upload_id, Upload.state == UploadState.FINALIZING.value).values(
+            state=UploadState.COMPLETED.value, offset=Upload.length, version=version.number,
+            error=None))
+        if res.rowcount != 1:  # type: ignore[attr-defined]
+            raise _UploadGone(upload_id)
+
+    def _note_pending(self, upload_id: str, reason: str) -> None:
+        """Record why a finalizing upload waits (GET shows it); best effort."""
+        with contextlib.suppress(Exception), self.db.session() as s:
+            s.execute(update(Upload).where(
+                Upload.id == upload_id, Upload.state == UploadState.FINALIZING.value,
+            ).values(error=f"waiting to be added to the dataset: {reason}"[:2000]))
 
     def _fail(self, upload_id: str, reason: str) -> None:
         with self.db.session() as s:
@@ -568,8 +719,8 @@ class UploadService:
                     self.part(row.id).unlink()
                 self._hashes.pop(row.id, None)
                 s.delete(row)
-            live = set(s.scalars(select(Upload.id).where(
-                Upload.state == UploadState.RECEIVING.value)))
+            live = set(s.scalars(select(Upload.id).where(Upload.state.in_(
+                (UploadState.RECEIVING.value, UploadState.FINALIZING.value)))))
         grace = (self.settings.gc_grace_seconds if orphan_grace_seconds is None
                  else orphan_grace_seconds)
         for part in self.dir.glob("*.part"):
@@ -579,16 +730,52 @@ class UploadService:
         return len(rows)
 
     def recover(self) -> int:
-        """Finalize uploads whose bytes all arrived but were not committed (server died)."""
-        done = 0
+        """At start-up: finalize uploads whose bytes all arrived but were not committed
+        (the server died, or the commit failed for a passing reason). Returns how many were
+        tried; those that fail again for a passing reason are left to the retries."""
         with self.db.session() as s:
-            ids = [(u.id, u.length) for u in s.scalars(
-                select(Upload).where(Upload.state == UploadState.RECEIVING.value))]
-        for upload_id, length in ids:
-            if self._received(upload_id) == length:
-                with open(self.part(upload_id), "rb") as fh:
-                    digest = self._rehash(fh, length).h.hexdigest()
-                with contextlib.suppress(ClowderMLError):
-                    self._finalize(upload_id, digest)
-                done += 1
-        return done
+            rows = [(u.id, u.length) for u in s.scalars(select(Upload).where(
+                Upload.state == UploadState.RECEIVING.value))]
+            pending = s.scalar(select(func.count()).select_from(Upload).where(
+                Upload.state == UploadState.FINALIZING.value)) or 0
+        done = 0
+        for upload_id, length in rows:
+            if self._received(upload_id) != length:
+                continue
+            with contextlib.suppress(ClowderMLError):
+                fh = self._open_locked(upload_id)
+                try:
+                    self._finalize(upload_id, self._rehash(fh, length).h.hexdigest())
+                finally:
+                    fh.close()
+            done += 1
+        if pending and self.retry_finalizing():
+            self.retries.poke()
+        return done + pending
+
+    def retry_finalizing(self) -> int:
+        """One pass over the finalizing uploads (oldest first); returns how many still
+        wait. Uploads another request or process is finalizing right now are skipped (and
+        counted as waiting)."""
+        with self.db.session() as s:
+            ids = list(s.scalars(select(Upload.id).where(
+                Upload.state == UploadState.FINALIZING.value).order_by(Upload.created_at)))
+        left = 0
+        for upload_id in ids:
+            try:
+                fh = self._open_locked(upload_id)
+            except UploadLocked:
+                left += 1
+                continue
+            except NotFound:
+                fh = None  # the part is gone; a blob stored under its digest may still do
+            try:
+                self._commit_pending(upload_id)
+            except UploadFinalizing:
+                left += 1
+            except ClowderMLError:
+                pass  # failed for good; recorded on the upload
+            finally:
+                if fh is not None:
+                    fh.close()
+        return left

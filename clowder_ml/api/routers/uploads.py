@@ -3,6 +3,11 @@
 Extensions: creation, creation-with-upload, termination, checksum, expiration.
 Upload-Metadata keys: ``dataset`` (name or id), ``path``, ``sha256``; optional
 ``unpack=true`` (+ ``prefix``) to unpack a zip into the dataset.
+
+When the last byte arrives but the dataset cannot take it yet (busy past its lock wait, a
+passing database or disk failure) the PATCH answers 503 with ``Retry-After``: the bytes are
+kept, HEAD answers the full offset with ``X-Upload-State: finalizing``, the server retries
+by itself, and an empty PATCH at the full offset retries at once.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ def _headers(st: UploadStatus) -> dict[str, str]:
         "Upload-Length": str(st.length),
         "Upload-Expires": format_datetime(st.expires_at, usegmt=True),
         "Cache-Control": "no-store",
+        # receiving | finalizing (all bytes kept, being added) | completed | failed
+        "X-Upload-State": str(st.state),
     }
 
 
