@@ -45,7 +45,7 @@ from clowder_ml.engine.ray_backend import (
     RayJobStatus,
 )
 from clowder_ml.engine.ray_cluster import RayCluster
-from clowder_ml.engine.spec import JobSpec
+from clowder_ml.engine.spec import JobSpec, RetryReason
 from clowder_ml.engine.states import JobState
 from clowder_ml.errors import (
     AlreadyExists,
@@ -248,6 +248,12 @@ class Dispatcher:
             self._end(job, JobState.FAILED, "Stopped on the Ray cluster outside clowder-ml.")
         elif st.state is RayJobState.SUCCEEDED:
             self._end(job, JobState.FAILED, "The runner exited without reporting a result.")
+        elif st.lost_worker():
+            # Its pod (node) or process was lost: like a lost cluster, an infrastructure
+            # failure, retried when the job asks for it ("worker_lost"); a new attempt resumes
+            # from the checkpoints the lost one left on the shared volume.
+            self._keep_ray_log(backend, job)
+            self._lost(job, _lost_worker(st), cause="worker_lost")
         else:
             self._keep_ray_log(backend, job)
             self._end(job, JobState.FAILED, _ray_failure(st))
@@ -290,8 +296,11 @@ class Dispatcher:
             parts.append(f"needs {r.gpus:g} GPU{'s' if r.gpus != 1 else ''}; "
                          f"{free_gpus:g} of {total.gpus:g} free")
         if cap.autoscaling:
-            parts.append(f"the autoscaler can add nodes up to {cap.most.cpus:g} CPUs"
-                         + (f", {cap.most.gpus:g} GPUs" if cap.most.gpus else ""))
+            most = cap.most
+            parts.append(f"the autoscaler can grow the cluster to {most.cpus:g} "
+                         f"CPU{'s' if most.cpus != 1 else ''}"
+                         + (f", {most.gpus:g} GPU{'s' if most.gpus != 1 else ''}"
+                            if most.gpus else ""))
         return "; ".join(parts)
 
     def _keep_ray_log(self, backend: RayJobsBackend, job: JobRecord) -> None:
@@ -306,10 +315,12 @@ class Dispatcher:
         if text:
             self.store.append_log(job.id, text)
 
-    def _lost(self, job: JobRecord, why: str) -> None:
-        """The job's cluster or worker is gone: resubmit per its retry policy, else fail."""
+    def _lost(self, job: JobRecord, why: str, cause: RetryReason = "cluster_lost") -> None:
+        """The job's cluster (``cause`` "cluster_lost") or its process or node
+        ("worker_lost") is gone: resubmit if its retry policy names ``cause`` and has
+        attempts left, else fail."""
         retry = job.spec.retry
-        if "cluster_lost" in retry.on and job.attempt <= retry.max_retries \
+        if cause in retry.on and job.attempt <= retry.max_retries \
                 and not job.cancel_requested:
             with contextlib.suppress(InvalidJobTransition):
                 self.store.transition(job.id, JobState.PENDING,
@@ -417,6 +428,14 @@ class Dispatcher:
             raise EngineUnavailable("The server does not know its own URL for runners.",
                                     "Set CLOWDER_ML_JOB_API_URL.")
         return url.rstrip("/")
+
+
+def _lost_worker(st: RayJobStatus) -> str:
+    """One line on how a job's process or node was lost (see ``RayJobStatus.lost_worker``)."""
+    if st.error_type == "JOB_SUPERVISOR_ACTOR_DIED":
+        return "The node running the job was lost (its Ray job supervisor died)."
+    return (f"The job's process was killed (exit code {st.exit_code}: SIGKILL, e.g. out of "
+            "memory or its pod removed).")
 
 
 def _ray_failure(st: RayJobStatus) -> str:

@@ -49,6 +49,21 @@ class RayJobStatus:
     exit_code: int | None = None
     start_time_ms: int | None = None
     end_time_ms: int | None = None
+    # Ray's JobErrorType value for a failed job, e.g. "JOB_SUPERVISOR_ACTOR_DIED" when the
+    # node that ran the job's entrypoint died, "JOB_ENTRYPOINT_COMMAND_ERROR" for an exit.
+    error_type: str | None = None
+
+    def lost_worker(self) -> bool:
+        """Whether the job failed because its process or node was lost, not by its own
+        doing: the node running the entrypoint died (a lost pod), or the entrypoint was
+        killed with SIGKILL (the OOM killer, an evicted or deleted pod's processes)."""
+        if self.state is not RayJobState.FAILED:
+            return False
+        if self.error_type == "JOB_SUPERVISOR_ACTOR_DIED":
+            return True
+        # Ray runs the entrypoint through a shell: -9 when the shell exec'd the command and
+        # it was killed, 137 (128 + 9) when the shell reported its child's death.
+        return self.exit_code in (-9, 137)
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,8 @@ def _status_from(job_id: str, info: Any) -> RayJobStatus:
         exit_code=getattr(info, "driver_exit_code", None),
         start_time_ms=info.start_time,
         end_time_ms=info.end_time,
+        error_type=(str(getattr(info.error_type, "value", info.error_type))
+                    if getattr(info, "error_type", None) else None),
     )
 
 

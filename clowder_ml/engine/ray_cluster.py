@@ -129,6 +129,7 @@ class EmbeddedRayHead:
         self.num_gpus = num_gpus
         self.object_store_bytes = object_store_bytes
         self.dashboard_port = dashboard_port or _free_port()
+        self.gcs_port = _free_port()  # the GCS (``ray start --port``): where nodes join
         self.start_timeout_s = start_timeout_s
         self.auth_token = secrets.token_hex(32)
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
@@ -149,7 +150,7 @@ class EmbeddedRayHead:
             "--include-dashboard=true",
             "--disable-usage-stats",
             # Fixed default ports (6379, 52365, ...) would clash with any other head here.
-            f"--port={_free_port()}",
+            f"--port={self.gcs_port}",
             f"--ray-client-server-port={_free_port()}",
             f"--dashboard-agent-listen-port={_free_port()}",
             f"--dashboard-agent-grpc-port={_free_port()}",
@@ -160,20 +161,19 @@ class EmbeddedRayHead:
             cmd.append(f"--num-gpus={self.num_gpus}")
         return cmd
 
+    def _environment(self) -> dict[str, str]:
+        """The environment ``ray start`` runs with: ours, token auth on, no usage stats."""
+        return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN": self.auth_token}
+
     def start(self) -> EmbeddedRayHead:
         """Start the head and wait until its Jobs API answers; raise EngineUnavailable if not."""
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         self.spill_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.update(
-            RAY_USAGE_STATS_ENABLED="0",
-            RAY_AUTH_MODE="token",
-            RAY_AUTH_TOKEN=self.auth_token,
-        )
         log = (self.temp_dir / "ray-start.log").open("ab")
         # Own session: a Ctrl-C to the server is not delivered to Ray; we stop it in order.
         self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            self._command(), env=env, stdout=log, stderr=subprocess.STDOUT,
+            self._command(), env=self._environment(), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.session = self._proc.pid  # the leader of its new session
