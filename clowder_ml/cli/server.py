@@ -37,8 +37,9 @@ def serve(
         # and why, never the values (they may be secrets), and exit before serving anything.
         for err in exc.errors(include_input=False, include_url=False):
             where = ".".join(map(str, err["loc"]))
-            err_console.print(f"[bold red]Settings refused[/]: "
-                              f"{where + ': ' if where else ''}{err['msg']}")
+            why = err["msg"].removeprefix("Value error, ")
+            err_console.print(f"[bold red]Settings refused[/]: {where + ': ' if where else ''}"
+                              f"{why}")
         raise typer.Exit(2) from None
     logs.configure(log_level, settings.log_json)
     local = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
@@ -48,8 +49,10 @@ def serve(
         settings.job_api_url = local
     err_console.print(f"clowder-ml serving at [bold]{url}[/] (data: {settings.resolved_data_dir})"
                       f"\n  API docs: {url}/docs   log in: clowder-ml login --url {url}")
+    # proxy_headers off: uvicorn's would believe X-Forwarded-For from 127.0.0.1 by default; the
+    # app does it itself, only for CLOWDER_ML_TRUSTED_PROXIES (clowder_ml.api.client_address).
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None,
-                log_level=log_level.lower(), timeout_graceful_shutdown=5)
+                log_level=log_level.lower(), timeout_graceful_shutdown=5, proxy_headers=False)
 
 
 def demo(
