@@ -33,6 +33,7 @@ from clowder_ml.errors import (
     Gone,
     NotFound,
     ServiceUnavailable,
+    TooManyAttempts,
     ValidationFailed,
     error_from_payload,
 )
@@ -168,7 +169,11 @@ class Client:
             payload: Any = resp.json()
         except ValueError:
             payload = resp.text
-        raise error_from_payload(resp.status_code, payload)
+        err = error_from_payload(resp.status_code, payload)
+        if isinstance(err, TooManyAttempts):
+            with contextlib.suppress(ValueError):
+                err.retry_after = max(1, int(resp.headers.get("retry-after", "1")))
+        raise err
 
     def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
@@ -219,6 +224,22 @@ class Client:
 
     def revoke_token(self, token_id: str) -> None:
         self.request("DELETE", f"/api/v1/tokens/{token_id}")
+
+    def unlock_user(self, username: str) -> dict[str, Any]:
+        """Clear an account's failed log-ins (admins)."""
+        return dict(self._json("POST", f"/api/v1/users/{quote(username, safe='')}/unlock"))
+
+    def audit(self, *, action: str | None = None, actor: str | None = None,
+              outcome: str | None = None, client: str | None = None,
+              since: str | None = None, until: str | None = None, before: int | None = None,
+              limit: int = 100) -> dict[str, Any]:
+        """One page of audit records, newest first (admins): ``{"events", "next_before"}``;
+        pass ``next_before`` as ``before`` for the next page."""
+        params = {k: v for k, v in {"action": action, "actor": actor, "outcome": outcome,
+                                    "client": client, "since": since, "until": until,
+                                    "before": before, "limit": limit}.items()
+                  if v is not None}
+        return dict(self._json("GET", "/api/v1/audit", params=params))
 
     # datasets --------------------------------------------------------------------------
 

@@ -96,8 +96,9 @@ def run(host: str, port: int, data_dir: Path, keep_serving: bool) -> None:
     if settings.job_api_url is None:
         settings.job_api_url = url  # runners on the embedded head call this server back
     app = create_app(settings)
+    # proxy_headers off: the app believes X-Forwarded-* only from CLOWDER_ML_TRUSTED_PROXIES.
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                           log_config=None))
+                                           log_config=None, proxy_headers=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

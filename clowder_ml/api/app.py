@@ -22,10 +22,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clowder_ml import __version__
-from clowder_ml.api import web
-from clowder_ml.api.deps import reject_nul_path_params
+from clowder_ml.api import client_address, security_headers, web
+from clowder_ml.api.deps import SESSION_COOKIE, reject_nul_path_params
 from clowder_ml.api.middleware import ObservabilityMiddleware
+from clowder_ml.api.origin_check import OriginCheckMiddleware, configured_origins
 from clowder_ml.api.routers import (
+    audit,
     auth,
     datasets,
     documents,
@@ -46,7 +48,7 @@ from clowder_ml.errors import (
     InternalError,
     ValidationFailed,
 )
-from clowder_ml.services import maintenance, users
+from clowder_ml.services import accounts, maintenance
 from clowder_ml.services.collab import CollabHub
 from clowder_ml.services.job_store import DbJobStore
 from clowder_ml.services.platform import Platform
@@ -61,7 +63,7 @@ def bootstrap(platform: Platform) -> str | None:
     migrate.upgrade(platform.db.engine)
     pw = platform.settings.admin_password
     with platform.db.session() as s:
-        generated = users.ensure_admin(s, pw.get_secret_value() if pw else None)
+        generated = accounts.ensure_admin(s, pw.get_secret_value() if pw else None)
     recovered = platform.uploads.recover()
     expired = platform.uploads.expire()
     if recovered or expired:
@@ -130,9 +132,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         rid = request.scope.get("state", {}).get("request_id", "?")
         log.error("unhandled error", exc_info=exc, extra={"request_id": rid})
+        # Answered outside every middleware: the security headers are added here.
         return _error_response(InternalError(
             "The server hit an unexpected error.",
-            f"Report request id {rid} to the operator."))
+            f"Report request id {rid} to the operator."), security_headers.LAST_RESORT)
 
 
 def create_app(settings: Settings | None = None, *, announce: bool = True) -> FastAPI:
@@ -176,8 +179,16 @@ def create_app(settings: Settings | None = None, *, announce: bool = True) -> Fa
               runner.router, models.router, task_forms.router, scan.router,
               documents.router):
         app.include_router(r)
+    app.include_router(audit.router)
     web.install(app)  # last: the web UI's fallback route never shadows an API route
+    # Inner to outer: refuse cross-site writes, add security headers (to refusals too), log
+    # and count every request, then (outermost) learn the client's address from trusted
+    # proxies, so that everything inside sees the real client.
+    app.add_middleware(OriginCheckMiddleware, allowed=configured_origins(settings),
+                       cookie_name=SESSION_COOKIE)
+    security_headers.install(app, settings)
     app.add_middleware(ObservabilityMiddleware)
+    client_address.install(app, settings)
     return app
 
 

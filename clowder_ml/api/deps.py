@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 from clowder_ml.db.models import User
 from clowder_ml.errors import AuthenticationRequired, ValidationFailed
 from clowder_ml.services import users
+from clowder_ml.services.audit import AuditContext
 from clowder_ml.services.platform import Platform
 
 SESSION_COOKIE = "clowder_ml_session"
@@ -64,3 +65,14 @@ def _user_for(platform: Platform, token: str | None) -> User:
 
 
 UserDep = Annotated[User, Depends(current_user)]
+
+
+def audit_context(request: HTTPConnection) -> AuditContext:
+    """Where the request came from, for audit records: the client's address (proxies
+    considered, see ``api.client_address``) and the request's id."""
+    client = request.client.host if request.client else None
+    return AuditContext(client=client, request_id=request.scope.get("state", {})
+                        .get("request_id"))
+
+
+AuditDep = Annotated[AuditContext, Depends(audit_context)]

@@ -112,6 +112,31 @@ class UserOut(Out):
     created_at: datetime
 
 
+class UnlockOut(BaseModel):
+    username: str
+    had_failures: bool
+
+
+class AuditEventOut(Out):
+    """One audit record (``services.audit``): never a secret, a token only by its id."""
+
+    id: int
+    at: datetime
+    action: str
+    outcome: str
+    actor: str
+    client: str | None
+    target: str
+    detail: dict[str, Any]
+    request_id: str | None
+
+
+class AuditPage(BaseModel):
+    events: list[AuditEventOut]
+    # Pass as ``before`` for the next (older) page; None: this is the last page.
+    next_before: int | None
+
+
 # datasets ------------------------------------------------------------------------------
 
 class DatasetCreate(Strict):

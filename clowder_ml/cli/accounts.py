@@ -1,8 +1,8 @@
-"""``clowder-ml login``, ``clowder-ml tokens ...`` and ``clowder-ml users ...``: logging
-in, API tokens and user accounts.
+"""``clowder-ml login``, ``clowder-ml tokens ...``, ``clowder-ml users ...`` and
+``clowder-ml audit``: logging in, API tokens, user accounts and the audit trail.
 
-``login`` is registered on the root app by :mod:`clowder_ml.cli.app`, which also adds
-``tokens_app`` and ``users_app`` as sub-commands.
+``login`` and ``audit`` are registered on the root app by :mod:`clowder_ml.cli.app`, which
+also adds ``tokens_app`` and ``users_app`` as sub-commands.
 """
 
 from __future__ import annotations
@@ -72,3 +72,42 @@ def users_create(username: str,
     """Create a user (admins only)."""
     u = run(lambda: make_client().create_user(username, password, admin))
     console.print(f"Created user [bold]{u['username']}[/].")
+
+
+@users_app.command("unlock")
+def users_unlock(username: str) -> None:
+    """Clear an account's failed log-ins, so it may log in at once (admins only)."""
+    out = run(lambda: make_client().unlock_user(username))
+    what = "cleared its failed log-ins" if out["had_failures"] else "it had no failed log-ins"
+    console.print(f"Unlocked [bold]{username}[/]: {what}.")
+
+
+def audit(
+    action: Annotated[str | None, typer.Option(
+        help="login, login.unlocked, token.created, token.revoked, session.ended, "
+             "share.granted, share.revoked, user.created; a prefix (share) finds all of it")]
+    = None,
+    actor: Annotated[str | None, typer.Option(help="The account acting (or tried)")] = None,
+    outcome: Annotated[str | None, typer.Option(help="success, failure or refused")] = None,
+    client: Annotated[str | None, typer.Option(help="Client address")] = None,
+    since: Annotated[str | None, typer.Option(help="From this time (ISO 8601)")] = None,
+    until: Annotated[str | None, typer.Option(help="Before this time (ISO 8601)")] = None,
+    before: Annotated[int | None, typer.Option(help="Older than this id (next page)")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many records")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the audit trail, newest first: log-ins, tokens, sharing, users (admins only)."""
+    page = run(lambda: make_client().audit(action=action, actor=actor, outcome=outcome,
+                                           client=client, since=since, until=until,
+                                           before=before, limit=limit))
+    if as_json:
+        return print_json(page)
+    table = Table("id", "time (UTC)", "action", "outcome", "actor", "client", "target",
+                  "detail")
+    for e in page["events"]:
+        detail = ", ".join(f"{k}={v}" for k, v in e["detail"].items())
+        table.add_row(str(e["id"]), e["at"][:19].replace("T", " "), e["action"], e["outcome"],
+                      e["actor"], e["client"] or "-", e["target"] or "-", detail)
+    console.print(table)
+    if page["next_before"] is not None:
+        console.print(f"[dim]Older records: --before {page['next_before']}[/]")

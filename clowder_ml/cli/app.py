@@ -11,7 +11,7 @@ import os
 
 import typer
 
-from clowder_ml.cli.accounts import login, tokens_app, users_app
+from clowder_ml.cli.accounts import audit, login, tokens_app, users_app
 from clowder_ml.cli.clowder import clowder_app
 from clowder_ml.cli.datasets import datasets_app, upload
 from clowder_ml.cli.jobs import jobs_app
@@ -33,6 +33,7 @@ app.command()(serve)
 app.command()(demo)
 app.command()(login)
 app.command()(upload)
+app.command()(audit)
 
 
 def main() -> None:

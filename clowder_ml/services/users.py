@@ -163,16 +163,23 @@ def list_tokens(s: Session, user: User) -> list[ApiToken]:
     return list(s.scalars(q))
 
 
-def revoke_token(s: Session, user: User, token_id: str) -> None:
+def revoke_token(s: Session, user: User, token_id: str) -> ApiToken:
+    """Revoke one of ``user``'s tokens by id; returns it. Others' ids answer NotFound."""
     row = s.get(ApiToken, token_id)
     if row is None or row.user_id != user.id or row.revoked_at is not None:
         raise NotFound(f"No token {token_id!r}.")
     row.revoked_at = utcnow()
+    return row
 
 
-def revoke_plaintext(s: Session, plaintext: str) -> None:
-    """Revoke the token given in full (logout); unknown tokens are ignored."""
-    token_id = plaintext[len(TOKEN_PREFIX):].partition("_")[0]
+def revoke_plaintext(s: Session, plaintext: str) -> ApiToken | None:
+    """Revoke the token given in full (logout); returns it, or None for a token that is
+    unknown, already revoked, or whose secret does not match (nobody ends another's
+    session by knowing its id)."""
+    token_id, _, secret = plaintext[len(TOKEN_PREFIX):].partition("_")
     row = s.get(ApiToken, token_id) if plaintext.startswith(TOKEN_PREFIX) else None
-    if row is not None and row.revoked_at is None:
-        row.revoked_at = utcnow()
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(
+            row.secret_hash, hashlib.sha256(secret.encode()).hexdigest()):
+        return None
+    row.revoked_at = utcnow()
+    return row

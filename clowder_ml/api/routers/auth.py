@@ -1,60 +1,75 @@
-"""Log in: API tokens, browser sessions, token management, users."""
+"""Log in: API tokens, browser sessions, token management, users.
+
+Log-ins are throttled per account and per client address (429 with ``Retry-After``), and
+every account action is audited (``services.accounts``).
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
-from clowder_ml.api.deps import SESSION_COOKIE, PlatformDep, UserDep
+from clowder_ml.api.deps import SESSION_COOKIE, AuditDep, PlatformDep, UserDep
 from clowder_ml.api.schemas import (
     IssuedToken,
     LoginRequest,
     NewTokenRequest,
     TokenOut,
     TokenRequest,
+    UnlockOut,
     UserCreate,
     UserOut,
 )
+from clowder_ml.api.security_headers import is_https
 from clowder_ml.db.models import TokenKind
-from clowder_ml.services import users
+from clowder_ml.services import accounts, users
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
+
+THROTTLED: dict[int | str, dict[str, Any]] = {429: {
+    "description": "Too many failed log-ins for the account or from the client's address: "
+                   "wait the seconds in Retry-After (the password is not checked meanwhile).",
+    "headers": {"Retry-After": {"schema": {"type": "integer"}}}}}
 
 
 def _days(d: float | None) -> timedelta | None:
     return timedelta(days=d) if d is not None else None
 
 
-@router.post("/auth/token", status_code=status.HTTP_201_CREATED, response_model=IssuedToken)
-def create_token(body: TokenRequest, platform: PlatformDep) -> IssuedToken:
+@router.post("/auth/token", status_code=status.HTTP_201_CREATED, response_model=IssuedToken,
+             responses=THROTTLED)
+def create_token(body: TokenRequest, platform: PlatformDep, ctx: AuditDep) -> IssuedToken:
     """Exchange a username and password for a named API token (shown once)."""
-    with platform.db.session() as s:
-        user = users.authenticate(s, body.username, body.password)
-        row, plain = users.issue_token(s, user, body.name, expires_in=_days(body.expires_in_days))
-        return IssuedToken(token=plain, id=row.id, name=row.name, expires_at=row.expires_at)
+    done = accounts.log_in(platform.db, platform.settings, ctx, body.username, body.password,
+                           kind=TokenKind.API, token_name=body.name,
+                           expires_in=_days(body.expires_in_days))
+    return IssuedToken(token=done.plaintext, id=done.token.id, name=done.token.name,
+                       expires_at=done.token.expires_at)
 
 
-@router.post("/auth/login", response_model=UserOut)
-def login(body: LoginRequest, response: Response, platform: PlatformDep) -> UserOut:
-    """Browser login: sets an HttpOnly session cookie."""
-    hours = platform.settings.session_hours
-    with platform.db.session() as s:
-        user = users.authenticate(s, body.username, body.password)
-        _, plain = users.issue_token(s, user, "web session", kind=TokenKind.SESSION,
-                                     expires_in=timedelta(hours=hours))
-        out = UserOut.model_validate(user)
-    response.set_cookie(SESSION_COOKIE, plain, max_age=int(hours * 3600), httponly=True,
-                        samesite="lax", secure=platform.settings.cookie_secure, path="/")
-    return out
+@router.post("/auth/login", response_model=UserOut, responses=THROTTLED)
+def login(body: LoginRequest, request: Request, response: Response, platform: PlatformDep,
+          ctx: AuditDep) -> UserOut:
+    """Browser login: sets an HttpOnly session cookie (``Secure`` over https)."""
+    settings = platform.settings
+    hours = settings.session_hours
+    done = accounts.log_in(platform.db, settings, ctx, body.username, body.password,
+                           kind=TokenKind.SESSION, token_name="web session",
+                           expires_in=timedelta(hours=hours))
+    secure = settings.cookie_secure or is_https(request.scope, settings)
+    response.set_cookie(SESSION_COOKIE, done.plaintext, max_age=int(hours * 3600),
+                        httponly=True, samesite="lax", secure=secure, path="/")
+    return UserOut.model_validate(done.user)
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
-def logout(request: Request, response: Response, platform: PlatformDep) -> None:
+def logout(request: Request, response: Response, platform: PlatformDep, ctx: AuditDep) -> None:
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         with platform.db.session() as s:
-            users.revoke_plaintext(s, token)
+            accounts.log_out(s, ctx, token)
     response.delete_cookie(SESSION_COOKIE, path="/")
 
 
@@ -65,16 +80,17 @@ def list_tokens(user: UserDep, platform: PlatformDep) -> list[TokenOut]:
 
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=IssuedToken)
-def new_token(body: NewTokenRequest, user: UserDep, platform: PlatformDep) -> IssuedToken:
+def new_token(body: NewTokenRequest, user: UserDep, platform: PlatformDep, ctx: AuditDep,
+              ) -> IssuedToken:
     with platform.db.session() as s:
-        row, plain = users.issue_token(s, user, body.name, expires_in=_days(body.expires_in_days))
+        row, plain = accounts.create_token(s, ctx, user, body.name, _days(body.expires_in_days))
         return IssuedToken(token=plain, id=row.id, name=row.name, expires_at=row.expires_at)
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_token(token_id: str, user: UserDep, platform: PlatformDep) -> None:
+def revoke_token(token_id: str, user: UserDep, platform: PlatformDep, ctx: AuditDep) -> None:
     with platform.db.session() as s:
-        users.revoke_token(s, user, token_id)
+        accounts.revoke_token(s, ctx, user, token_id)
 
 
 @router.get("/users/me", response_model=UserOut)
@@ -89,9 +105,18 @@ def list_users(user: UserDep, platform: PlatformDep) -> list[UserOut]:
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserOut)
-def create_user(body: UserCreate, user: UserDep, platform: PlatformDep) -> UserOut:
+def create_user(body: UserCreate, user: UserDep, platform: PlatformDep, ctx: AuditDep,
+                ) -> UserOut:
     """Admins create users."""
-    users.require_admin(user)
     with platform.db.session() as s:
-        return UserOut.model_validate(
-            users.create_user(s, body.username, body.password, is_admin=body.is_admin))
+        return UserOut.model_validate(accounts.create_user(
+            s, ctx, user, body.username, body.password, is_admin=body.is_admin))
+
+
+@router.post("/users/{username}/unlock", response_model=UnlockOut)
+def unlock_user(username: str, user: UserDep, platform: PlatformDep, ctx: AuditDep,
+                ) -> UnlockOut:
+    """Admins clear an account's failed log-ins, ending its wait now."""
+    with platform.db.session() as s:
+        had = accounts.unlock(s, platform.settings, ctx, user, username)
+    return UnlockOut(username=username, had_failures=had)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile, sta
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
-from clowder_ml.api.deps import PlatformDep, UserDep
+from clowder_ml.api.deps import AuditDep, PlatformDep, UserDep
 from clowder_ml.api.schemas import (
     DatasetCreate,
     DatasetOut,
@@ -26,7 +26,7 @@ from clowder_ml.api.schemas import (
 )
 from clowder_ml.db.models import Dataset, Permission, User
 from clowder_ml.errors import NotFound, PayloadTooLarge, ValidationFailed
-from clowder_ml.services import datasets, files, preview, users
+from clowder_ml.services import audit, datasets, files, preview, users
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
 VersionQ = Annotated[int | None, Query(ge=1, le=datasets.MAX_VERSION,
@@ -88,18 +88,21 @@ def list_shares(ref: str, user: UserDep, platform: PlatformDep) -> list[ShareOut
 
 @router.put("/{ref}/shares/{username}", response_model=ShareOut)
 def share(ref: str, username: str, body: ShareRequest, user: UserDep, platform: PlatformDep,
-          ) -> ShareOut:
+          ctx: AuditDep) -> ShareOut:
     with platform.db.session() as s:
         ds = datasets.resolve(s, user, ref)
         datasets.share(s, user, ds, users.get_user_by_name(s, username), body.permission)
+        audit.record_share(s, ctx, user, f"dataset:{ds.id}", username, body.permission.value)
         return ShareOut(username=username, permission=body.permission)
 
 
 @router.delete("/{ref}/shares/{username}", status_code=status.HTTP_204_NO_CONTENT)
-def unshare(ref: str, username: str, user: UserDep, platform: PlatformDep) -> None:
+def unshare(ref: str, username: str, user: UserDep, platform: PlatformDep, ctx: AuditDep,
+            ) -> None:
     with platform.db.session() as s:
         ds = datasets.resolve(s, user, ref)
         datasets.unshare(s, user, ds, users.get_user_by_name(s, username))
+        audit.record_share(s, ctx, user, f"dataset:{ds.id}", username, None)
 
 
 # versions ------------------------------------------------------------------------------
