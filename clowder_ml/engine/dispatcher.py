@@ -234,7 +234,7 @@ class Dispatcher:
                 self._end(job, JobState.FAILED, f"Timed out after {spec.timeout_s:g} s "
                                                 "(the job's timeout_s).")
             elif st.state is RayJobState.PENDING:
-                self._wait_for_resources(job, sid, self._waiting_message(spec, seen))
+                self._wait_for_resources(job, sid, *self._waiting_message(spec, seen))
             else:
                 self._waiting_noted.discard(sid)
                 if job.waiting_for:
@@ -275,24 +275,29 @@ class Dispatcher:
         if job.waiting_for != message:
             self.store.set_waiting(job.id, message)
 
-    def _wait_for_resources(self, job: JobRecord, sid: str, message: str) -> None:
-        """Ray holds the job until the resources it reserved are free (or the autoscaler
-        has added a node for it): say so on the job, and once per wait as an event."""
+    def _wait_for_resources(self, job: JobRecord, sid: str, message: str, short: bool
+                            ) -> None:
+        """Ray has not started the job: say what it needs on the job; and when that is more
+        than is free (it waits for other jobs, or for the autoscaler to add a node), once
+        per wait as an event. A job that only takes its moment to start gets no event."""
         self._set_waiting(job, message)
-        if sid not in self._waiting_noted:
+        if short and sid not in self._waiting_noted:
             self._waiting_noted.add(sid)
             self.store.add_event(job.id, f"waiting for resources: {message}")
 
-    def _waiting_message(self, spec: JobSpec, seen: _Pass) -> str:
+    def _waiting_message(self, spec: JobSpec, seen: _Pass) -> tuple[str, bool]:
+        """What a job Ray holds PENDING needs, and whether that is more than is free now
+        (free: the alive nodes' totals less what the jobs Ray runs reserved)."""
         cap = self._cluster_capacity()
         if cap is None:
-            return "waiting for resources on the Ray cluster"
+            return "waiting for resources on the Ray cluster", True
         r, total = spec.resources, cap.now
         free_cpus = max(0.0, total.cpus - seen.running_cpus)
+        free_gpus = max(0.0, total.gpus - seen.running_gpus)
+        short = r.entrypoint_cpus() > free_cpus or r.entrypoint_gpus() > free_gpus
         parts = [f"needs {r.cpus:g} CPU{'s' if r.cpus != 1 else ''}; "
                  f"{free_cpus:g} of {total.cpus:g} free"]
         if r.gpus:
-            free_gpus = max(0.0, total.gpus - seen.running_gpus)
             parts.append(f"needs {r.gpus:g} GPU{'s' if r.gpus != 1 else ''}; "
                          f"{free_gpus:g} of {total.gpus:g} free")
         if cap.autoscaling:
@@ -301,7 +306,7 @@ class Dispatcher:
                          f"CPU{'s' if most.cpus != 1 else ''}"
                          + (f", {most.gpus:g} GPU{'s' if most.gpus != 1 else ''}"
                             if most.gpus else ""))
-        return "; ".join(parts)
+        return "; ".join(parts), short
 
     def _keep_ray_log(self, backend: RayJobsBackend, job: JobRecord) -> None:
         """Keep Ray's log of a job that died before its runner could send one (a crash at

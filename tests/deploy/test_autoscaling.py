@@ -133,3 +133,15 @@ def test_requests_beyond_the_ceiling_fail_at_once_naming_it(
         assert not any(e["message"].startswith("submitted to Ray") for e in
                        api.events(job["id"]))
     assert not any(n["state"] == "ALIVE" for n in worker_nodes(head))  # nothing was added
+
+
+def test_a_job_the_head_can_run_starts_there_without_a_wait(
+        cluster: tuple[FakeAutoscalingHead, JobsApi]) -> None:
+    head, api = cluster
+    known = len(worker_nodes(head))
+    done = api.wait(api.submit("test-sleep", resources={"cpus": 1})["id"], timeout=120)
+    assert done["state"] == "succeeded", done
+    messages = [e["message"] for e in api.events(done["id"])]
+    assert "runner started" in messages
+    assert not any(m.startswith("waiting for resources") for m in messages), messages
+    assert len(worker_nodes(head)) == known  # no node was added for it
