@@ -181,7 +181,20 @@ def _summary(job: dict[str, Any], events: list[dict[str, Any]] | None = None,
         out.append(Text(str(job["log_tail"]).rstrip("\n")))
     if state == "succeeded" and job.get("result") is not None:
         out.extend(_result(job["result"]))
+        out.extend(_training_stop(job["result"]))
     return out
+
+
+def _training_stop(result: Any) -> list[RenderableType]:
+    """A fine-tune's closing lines: why training stopped, and a warning when more epochs
+    may help (the ``training`` part of its result)."""
+    training = result.get("training") if isinstance(result, dict) else None
+    if not isinstance(training, dict) or not training.get("message"):
+        return []
+    lines: list[RenderableType] = [Text(f"training stopped: {training['message']}")]
+    if training.get("warning"):
+        lines.append(Text(f"warning: {training['warning']}", style="yellow"))
+    return lines
 
 
 def _print_summary(job: dict[str, Any], events: list[dict[str, Any]] | None = None) -> None:

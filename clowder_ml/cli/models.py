@@ -338,7 +338,8 @@ def tasks(as_json: JsonOpt = False) -> None:
         table = Table("param", "type", "default", "description", show_edge=False)
         for name, spec in props.items():
             kind = spec.get("type") or "/".join(
-                str(a.get("type", a.get("const", "?"))) for a in spec.get("anyOf", []))
+                # A constant ("auto") says more than its type ("string").
+                str(a.get("const", a.get("type", "?"))) for a in spec.get("anyOf", []))
             table.add_row(name + (" *" if name in required else ""), str(kind),
                           "" if name in required else json.dumps(spec.get("default")),
                           spec.get("description", ""))

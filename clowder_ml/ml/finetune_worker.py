@@ -70,6 +70,8 @@ def write_summary(out: Path, result: Any, final: dict[str, Any], facts: dict[str
         "stopped_early": result.stopped_early, "history": result.history,
         "train_samples_per_s": result.train_samples_per_s, "seconds": result.seconds,
         "resumed_from_step": result.resumed_from_step, "determinism": facts,
+        "best_step": result.best_step, "best_epoch": result.best_epoch,
+        "restored_best": result.restored_best,
         "eval": {k: final[k] for k in ("loss", "accuracy", "macro_f1", "confusion_matrix")
                  if k in final},
     }

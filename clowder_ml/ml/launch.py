@@ -32,26 +32,30 @@ from typing import Any, Literal
 
 from clowder_ml.errors import TrainingFailed, ValidationFailed
 from clowder_ml.ml.finetune_worker import ERROR_FILE, PREWARM_FLAG, RESULT_FILE
+from clowder_ml.ml.training_length import TrainingLength
 
 Launcher = Literal["auto", "local", "ray-train"]
 
 
-def total_steps(p: Any, n_train: int) -> int:
-    """Optimizer steps the run will take (``max_steps`` caps the epochs)."""
+def total_steps(p: Any, n_train: int, length: TrainingLength) -> int:
+    """Optimizer steps the run takes at most (``max_steps`` caps the epochs; an auto run
+    may stop earlier)."""
     steps_per_epoch = -(-n_train // (p.batch_size * p.gradient_accumulation))
-    return int(min(p.max_steps or 10**9, steps_per_epoch * p.epochs))
+    return int(min(p.max_steps or 10**9, steps_per_epoch * length.epochs))
 
 
-def loop_params(p: Any, total: int) -> dict[str, Any]:
-    """The ``TrainParams`` fields a fine-tune task's params give the worker."""
+def loop_params(p: Any, total: int, length: TrainingLength) -> dict[str, Any]:
+    """The ``TrainParams`` fields a fine-tune task's params and its training length give
+    the worker."""
     out: dict[str, Any] = {
-        "epochs": p.epochs, "learning_rate": p.learning_rate, "batch_size": p.batch_size,
+        "epochs": length.epochs, "learning_rate": p.learning_rate, "batch_size": p.batch_size,
         "gradient_accumulation": p.gradient_accumulation, "warmup_ratio": p.warmup_ratio,
         "weight_decay": p.weight_decay, "max_grad_norm": p.max_grad_norm, "seed": p.seed,
-        "early_stopping_patience": p.early_stopping_patience, "metric": p.metric,
+        "early_stopping_patience": length.patience, "metric": p.metric,
         "checkpoint_every_steps": p.checkpoint_every_steps, "max_steps": p.max_steps,
         # About ten points for short runs, one per ten steps for long ones.
         "log_every_steps": min(10, max(1, total // 10)),
+        "keep_best": length.keep_best, "loss_breaks_ties": length.loss_breaks_ties,
     }
     if hasattr(p, "bf16"):
         out["bf16"] = p.bf16

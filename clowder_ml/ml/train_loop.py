@@ -80,7 +80,10 @@ class TrainParams:
     ``early_stopping_patience``: stop after that many consecutive end-of-epoch evals
     without improving ``eval_<metric>`` (needs eval data and ``eval_every_epoch``).
     ``keep_best``: end with the weights of the best eval (highest ``eval_<metric>``, the
-    earliest of equals) instead of the last weights; needs eval data.
+    earliest of equals) instead of the last weights; needs eval data. ``loss_breaks_ties``:
+    an eval with the same ``eval_<metric>`` as the best but a lower ``eval_loss`` counts as
+    an improvement (for best weights and patience alike): on a small validation set the
+    metric moves in coarse steps and often ties while the model still gets better.
     ``pad_id`` pads ``input_ids`` in dynamically padded batches.
     """
 
@@ -104,6 +107,7 @@ class TrainParams:
     # bfloat16 autocast of the forward pass on a GPU (weights and optimizer stay float32).
     bf16: bool = False
     keep_best: bool = False
+    loss_breaks_ties: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:
@@ -175,6 +179,7 @@ class _Progress:
     global_step: int = 0
     epochs_completed: int = 0
     best_metric: float | None = None
+    best_loss: float | None = None
     # Where the best eval was and what it measured (checkpoints older than these fields
     # load with the defaults).
     best_step: int | None = None
@@ -913,11 +918,17 @@ def train(
 
 def _record_if_best(progress: _Progress, params: TrainParams) -> bool:
     """Whether the last eval beats every earlier one (``eval_<metric>``, higher is better;
-    the earliest of equals stays best); if so, remember where it was and what it measured."""
+    with ``loss_breaks_ties`` a lower ``eval_loss`` decides between equals, else the earliest
+    of equals stays best); if so, remember where it was and what it measured."""
     value = progress.last_metrics[f"eval_{params.metric}"]
-    if progress.best_metric is not None and value <= progress.best_metric:
-        return False
+    loss = progress.last_metrics["eval_loss"]
+    if progress.best_metric is not None:
+        tie_won = (params.loss_breaks_ties and value == progress.best_metric
+                   and progress.best_loss is not None and loss < progress.best_loss)
+        if value < progress.best_metric or (value == progress.best_metric and not tie_won):
+            return False
     progress.best_metric = value
+    progress.best_loss = loss
     progress.best_step = progress.global_step
     # 1-based; after the loop has moved on to the next epoch (step_in_epoch 0), the eval
     # is of the epoch before.

@@ -18,6 +18,7 @@ from clowder_ml.ml import textdata
 from clowder_ml.tasks.outputs import PREDICTIONS_DIR, Publish
 from clowder_ml.tasks.params import TaskParams
 from clowder_ml.tasks.registry import TaskDef
+from clowder_ml.tasks.training_params import EPOCHS_HELP, NEEDS_HELD_OUT, PATIENCE_HELP, TextEpochs
 
 DEFAULT_ID_COLUMN = "id"  # keys predictions when a table has it and id_column is unset
 
@@ -42,7 +43,7 @@ class FinetuneParams(TaskParams):
     max_length: int = Field(default=128, ge=8, le=512)
     padding: Literal["longest", "max_length"] = "longest"
     truncation: bool = True
-    epochs: int = Field(default=1, ge=1, le=100)
+    epochs: TextEpochs = Field(default="auto", description=EPOCHS_HELP)
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many steps")
     learning_rate: float = Field(default=5e-5, gt=0, le=1.0)
     batch_size: int = Field(default=16, ge=1, le=4096)
@@ -52,7 +53,8 @@ class FinetuneParams(TaskParams):
     max_grad_norm: float = Field(default=1.0, gt=0)
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
-    early_stopping_patience: int | None = Field(default=None, ge=1, le=100)
+    early_stopping_patience: int | None = Field(default=None, ge=1, le=100,
+                                                description=PATIENCE_HELP)
     checkpoint_every_steps: int = Field(default=50, ge=1)
     workers: int = Field(default=1, ge=1, le=64, description="Training workers (data "
                          "parallel, ray-train launcher): the same as the job's "
@@ -76,6 +78,8 @@ class FinetuneParams(TaskParams):
     def _check(self) -> FinetuneParams:
         if self.validation_file and self.files and self.validation_file in self.files:
             raise ValueError("validation_file must not be one of the training files")
+        if self.epochs == "auto" and not self.validation_file and self.validation_split == 0:
+            raise ValueError(NEEDS_HELD_OUT)
         if self.bf16 and not self.use_gpu:
             raise ValueError("bf16 needs use_gpu (CPU training runs in float32)")
         if self.workers > 1 and self.launcher == "local":  # refused before queueing

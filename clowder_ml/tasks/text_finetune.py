@@ -27,15 +27,19 @@ from pathlib import Path
 from typing import Any
 
 from clowder_ml.errors import ClowderMLError, ValidationFailed
-from clowder_ml.ml import launch, manifest, models, textdata, usercode
+from clowder_ml.ml import launch, manifest, models, textdata, training_length, usercode
 from clowder_ml.runner.inputs import default_cache_dir
 from clowder_ml.runner.threads import reserved_threads
 from clowder_ml.tasks.context import TaskContext
 from clowder_ml.tasks.outputs import MODEL_DIR
 from clowder_ml.tasks.registry import BUILTIN_MODELS
 from clowder_ml.tasks.text_classification import FinetuneParams, data_tables
+from clowder_ml.tasks.training_params import card_lines, stop_summary
 
 TASK = "text-classification-finetune"
+# epochs=auto: an epoch ceiling of about 2000 optimizer steps (a MiniLM fine-tune of 16-text
+# batches converges well within it on the sets bench/quality.py measures), 2 to 20 epochs.
+AUTO_BUDGET = training_length.AutoBudget(step_budget=2000, min_epochs=2, max_epochs=20)
 
 
 def _base_model(ctx: TaskContext, p: FinetuneParams) -> tuple[Path, str]:
@@ -89,12 +93,12 @@ def _tokenized(ex: textdata.TextExamples, tokenizer: Any, p: FinetuneParams,
 
 
 def _model_card(name: str, base: str, labels: list[str], metrics: dict[str, Any],
-                p: FinetuneParams, data: str) -> str:
+                p: FinetuneParams, data: str, stopped: str) -> str:
     shown = "\n".join(f"| {k} | {v} |" for k, v in metrics.items()
                       if isinstance(v, int | float))
     return (f"# {name}\n\nA text classifier fine-tuned by clowder-ml from `{base}` on "
             f"`{data}`.\n\nLabels: {', '.join(labels)}\n\n| metric | value |\n|---|---|\n"
-            f"{shown}\n\nTraining: {p.epochs} epoch(s), learning rate {p.learning_rate}, "
+            f"{shown}\n\n{stopped}\n\nTraining: learning rate {p.learning_rate}, "
             f"batch {p.batch_size}, max length {p.max_length}, seed {p.seed}. Inputs, "
             "parameters and environment are in manifest.json; the weights are "
             "model.safetensors (no pickle).\n")
@@ -222,17 +226,25 @@ def run(ctx: TaskContext) -> dict[str, Any]:
         if how == "local" else None
     with early if early is not None else contextlib.nullcontext() as worker:
         prep = _prepare(ctx, p, base_dir, base_ref)
-        total = launch.total_steps(p, prep.n_train)
+        if p.epochs == training_length.AUTO and prep.eval_arrow is None:
+            raise ValidationFailed("The validation data is empty; "
+                                   f"{training_length.AUTO} needs some.",
+                                   "Raise validation_split, or set a number of epochs.")
+        length = training_length.plan(p.epochs, p.early_stopping_patience, prep.n_train,
+                                      p.batch_size, p.gradient_accumulation, AUTO_BUDGET)
+        total = launch.total_steps(p, prep.n_train, length)
         config = {
             "base_dir": str(base_dir), "labels": prep.labels, "seed": p.seed,
             "threads": threads, "use_gpu": p.use_gpu, "train_arrow": str(prep.train_arrow),
             "eval_arrow": str(prep.eval_arrow) if prep.eval_arrow else None,
             "checkpoint_dir": str(shared / "checkpoints"), "output_dir": str(out_dir),
             "total_steps": total,
-            "train_params": launch.loop_params(p, total),
+            "train_params": launch.loop_params(p, total, length),
         }
-        ctx.report.event(f"training {base_ref} for {total} steps ({how} launcher, {workers} "
-                         f"worker(s), {threads} thread(s) each)")
+        ctx.report.event(f"training {base_ref} for "
+                         + (f"{length.ceiling}, stopping when {p.metric} has not improved "
+                            f"for {length.patience}" if length.auto else f"{total} steps")
+                         + f" ({how} launcher, {workers} worker(s), {threads} thread(s) each)")
         if worker is not None:
             trained = worker.run(config, p.max_failures, ctx.report.event)
         else:
@@ -250,6 +262,10 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     metrics.update(train_samples_per_s=trained.get("train_samples_per_s"),
                    global_step=trained.get("global_step"),
                    epochs_completed=trained.get("epochs_completed"))
+    stopped = stop_summary(trained, p.metric, length, p.max_steps)
+    ctx.report.event(f"training stopped: {stopped['message']}")
+    if stopped["warning"]:
+        ctx.report.event(f"warning: {stopped['warning']}")
     digest = manifest.sha256_file(model_out / "model.safetensors")
     man = manifest.build(
         task=TASK, job_id=ctx.job_id,
@@ -262,16 +278,17 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     (model_out / "manifest.json").write_text(json.dumps(man, indent=2, default=str))
     (model_out / "metrics.json").write_text(json.dumps(
         {**metrics, "confusion_matrix": ev.get("confusion_matrix"), "labels": labels,
-         "history": trained.get("history")}, indent=2, default=str))
+         "training": stopped, "history": trained.get("history")}, indent=2, default=str))
     (model_out / "clowder_ml.json").write_text(json.dumps(
         {"task": "text-classification", "text_column": p.text_column,
          "label_column": p.label_column, "max_length": p.max_length, "labels": labels,
          "base_model": base_ref}, indent=2))
     (model_out / "README.md").write_text(_model_card(p.model_name, base_ref, labels, metrics,
-                                                     p, ctx.dataset().name))
+                                                     p, ctx.dataset().name,
+                                                     card_lines(stopped, length)))
     shutil.rmtree(shared, ignore_errors=True)  # checkpoints are no longer needed
     return {"metrics": metrics, "digest": digest, "labels": labels,
             "train_examples": prep.n_train, "eval_examples": prep.n_eval,
             "base_model": base_ref, "launcher": how, "workers": workers,
-            "seconds": trained.get("seconds"),
+            "training": stopped, "seconds": trained.get("seconds"),
             "resumed_from_step": trained.get("resumed_from_step")}
