@@ -1,8 +1,10 @@
 """Image classifiers: the built-in ``small-cnn``, the checks a registered image model folder
 must pass, and loading for fine-tuning or prediction.
 
-``small-cnn`` is a small convolutional network trained from scratch. It is a
-``transformers.PreTrainedModel`` with its own config (``model_type`` "clowder-small-cnn"), so
+``small-cnn`` is a small convolutional network trained from scratch; ``efficientnet-lite0``
+(:mod:`clowder_ml.ml.efficientnet_lite`) an ImageNet-pretrained backbone. Each is a
+``transformers.PreTrainedModel`` with its own config (``model_type`` "clowder-small-cnn",
+"clowder-efficientnet-lite"), so
 ``save_pretrained(safe_serialization=True)`` writes an ordinary Hugging Face folder
 (config.json + model.safetensors, plus the preprocessor_config.json written by
 :func:`write_preprocessor_config`); it is loaded back with its own class, never with
@@ -156,6 +158,14 @@ def read_preprocessing(folder: Path, image_size: int | None, what: str) -> Prepr
     return Preprocessing(size=size, mean=mean, std=std)
 
 
+def _own_classes() -> dict[str, Any]:
+    """Our own model types and their classes (loaded without ``trust_remote_code``)."""
+    from clowder_ml.ml.efficientnet_lite import MODEL_TYPE, EfficientNetLiteForImageClassification
+
+    return {SMALL_CNN_TYPE: SmallCnnForImageClassification,
+            MODEL_TYPE: EfficientNetLiteForImageClassification}
+
+
 def check_image_model(folder: Path, what: str) -> dict[str, Any]:
     """Check ``folder`` is an image classifier we can load safely; returns its config.
 
@@ -168,7 +178,7 @@ def check_image_model(folder: Path, what: str) -> dict[str, Any]:
     )
 
     kind = str(config.get("model_type", ""))
-    if kind != SMALL_CNN_TYPE and kind not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
+    if kind not in _own_classes() and kind not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
         raise ValidationFailed(
             f"The {what} is a {kind or 'unknown'!r} model, which cannot classify images.",
             f"Choose an image model (vit, convnext, resnet, ...) or {SMALL_CNN}.")
@@ -196,16 +206,18 @@ def new_small_cnn(labels: list[str], image_size: int) -> SmallCnnForImageClassif
 def load_for_finetune(base: Path, labels: list[str], what: str = "base model") -> Any:
     """A registered image model with a fresh head for ``labels`` (seed before calling).
 
-    A ``clowder-small-cnn`` folder continues from its weights (the head is replaced when the
-    labels differ)."""
+    One of our own model types (a ``clowder-small-cnn`` version, the built-in
+    ``efficientnet-lite0``) is loaded by its own class and continues from its weights (the head
+    is replaced when the labels differ)."""
     config = check_image_model(base, what)
     _quiet()
     kwargs: dict[str, Any] = {
         "num_labels": len(labels), "id2label": dict(enumerate(labels)),
         "label2id": {name: i for i, name in enumerate(labels)},
         "ignore_mismatched_sizes": True, "use_safetensors": True}
-    if config.get("model_type") == SMALL_CNN_TYPE:
-        return SmallCnnForImageClassification.from_pretrained(base, **kwargs)
+    own = _own_classes().get(str(config.get("model_type")))
+    if own is not None:
+        return own.from_pretrained(base, **kwargs)
     from transformers import AutoModelForImageClassification
 
     return AutoModelForImageClassification.from_pretrained(base, **kwargs)
@@ -216,8 +228,9 @@ def load_classifier(folder: Path) -> tuple[Any, dict[int, str]]:
     config = check_image_model(folder, "model")
     _quiet()
     model: Any
-    if config.get("model_type") == SMALL_CNN_TYPE:
-        model = SmallCnnForImageClassification.from_pretrained(folder, use_safetensors=True)
+    own = _own_classes().get(str(config.get("model_type")))
+    if own is not None:
+        model = own.from_pretrained(folder, use_safetensors=True)
     else:
         from transformers import AutoModelForImageClassification
 

@@ -232,6 +232,25 @@ def split_examples(ex: ImageExamples, fraction: float, seed: int
             ex.select(sorted(picked)))
 
 
+def typical_size(root: Path, ex: ImageExamples, sample: int = 256) -> int | None:
+    """The median longer side, in pixels, of up to ``sample`` of the images (evenly spread
+    over the list, so the answer is the same every time); None when none can be read. Only
+    the headers are read: an image that cannot be opened is left to the decoder to name."""
+    if not len(ex):
+        return None
+    step = max(1, len(ex) // sample)
+    sides: list[int] = []
+    for rel in ex.paths[::step][:sample]:
+        try:
+            with Image.open(root / rel) as image:
+                sides.append(max(image.size))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue
+    if not sides:
+        return None
+    return sorted(sides)[len(sides) // 2]
+
+
 # --------------------------------------------------------------------------- decoding
 
 

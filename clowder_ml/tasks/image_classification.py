@@ -17,32 +17,44 @@ from pydantic import Field, model_validator
 from clowder_ml.tasks.outputs import Publish
 from clowder_ml.tasks.params import TaskParams
 from clowder_ml.tasks.registry import TaskDef
+from clowder_ml.tasks.training_params import EPOCHS_HELP, PATIENCE_HELP, ImageEpochs
 
 SMALL_CNN = "small-cnn"  # built in: a small CNN trained from scratch (no registry entry)
+EFFICIENTNET_LITE0 = "efficientnet-lite0"  # built in: ImageNet-pretrained (no registry entry)
+DEFAULT_BASE_MODEL = EFFICIENTNET_LITE0
+# Learning rates when none is given (AdamW): measured by bench/quality.py.
+DEFAULT_LEARNING_RATES = {SMALL_CNN: 1e-3, EFFICIENTNET_LITE0: 1e-3}
+REGISTERED_LEARNING_RATE = 5e-5
 
 
 class ImageFinetuneParams(TaskParams):
     model_name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                             description="Registry name the new version is registered under")
-    base_model: str = Field(default=SMALL_CNN, min_length=1, max_length=300,
-                            description="small-cnn (built in, trained from scratch) or a "
-                                        "registered image model version, NAME@latest")
+    base_model: str = Field(default=DEFAULT_BASE_MODEL, min_length=1, max_length=300,
+                            description="efficientnet-lite0 (built in, ImageNet-pretrained, "
+                                        "the default), small-cnn (built in, trained from "
+                                        "scratch) or a registered image model version, "
+                                        "NAME@latest")
     csv_file: str | None = Field(default=None, max_length=1024,
                                  description="A CSV of image paths and labels; class folders "
                                              "(root/<class>/<file>) if unset")
     path_column: str = Field(default="path", min_length=1, max_length=256)
     label_column: str = Field(default="label", min_length=1, max_length=256)
     image_size: int | None = Field(default=None, ge=8, le=1024,
-                                   description="Square input size; 64 for small-cnn, the "
-                                               "base model's processor size otherwise")
+                                   description="Square input size. Unset: the images' own "
+                                               "size (the median longer side), within "
+                                               "16-128 for small-cnn and within 32 to the "
+                                               "base model's own size (224 for "
+                                               "efficientnet-lite0) otherwise")
     validation_split: float = Field(default=0.1, ge=0.0, le=0.9,
                                     description="Held-out fraction when there is no val/ "
                                                 "folder")
-    epochs: int = Field(default=5, ge=1, le=1000)
+    epochs: ImageEpochs = Field(default="auto", description=EPOCHS_HELP)
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many steps")
-    learning_rate: float = Field(default=1e-3, gt=0, le=1.0,
-                                 description="1e-3 suits small-cnn; use ~5e-5 for a "
-                                             "pretrained base")
+    learning_rate: float | None = Field(
+        default=None, gt=0, le=1.0,
+        description="Unset: 1e-3 for small-cnn and efficientnet-lite0, 5e-5 for a "
+                    "registered model")
     batch_size: int = Field(default=32, ge=1, le=4096)
     gradient_accumulation: int = Field(default=1, ge=1, le=1024)
     warmup_ratio: float = Field(default=0.0, ge=0.0, le=0.5)
@@ -50,7 +62,8 @@ class ImageFinetuneParams(TaskParams):
     max_grad_norm: float = Field(default=1.0, gt=0)
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
-    early_stopping_patience: int | None = Field(default=None, ge=1, le=100)
+    early_stopping_patience: int | None = Field(default=None, ge=1, le=100,
+                                                description=PATIENCE_HELP)
     checkpoint_every_steps: int = Field(default=50, ge=1)
     augment: bool = Field(default=False, description="Seeded random left-right flips of "
                                                      "training images")
@@ -66,6 +79,12 @@ class ImageFinetuneParams(TaskParams):
 
     def publishes(self) -> Publish:
         return Publish.MODEL
+
+    def resolved_learning_rate(self) -> float:
+        """The learning rate to train with: the param, or the base model's default."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return DEFAULT_LEARNING_RATES.get(self.base_model, REGISTERED_LEARNING_RATE)
 
 
 class ImagePredictParams(TaskParams):
@@ -96,8 +115,9 @@ class ImagePredictParams(TaskParams):
 
 TASKS = (
     TaskDef(name="image-classification-finetune",
-            summary="Train an image classifier (built-in small-cnn from scratch, or a "
-                    "registered image model) on class folders or a CSV of path,label; "
+            summary="Train an image classifier (fine-tune the built-in ImageNet-pretrained "
+                    "efficientnet-lite0 or a registered image model, or train the built-in "
+                    "small-cnn from scratch) on class folders or a CSV of path,label; "
                     "registers a model version",
             params=ImageFinetuneParams, entry="clowder_ml.tasks.image_finetune:run",
             min_datasets=1, max_datasets=1, model_params=("base_model",)),

@@ -1,8 +1,9 @@
 """``image-classification-finetune`` on the Ray node.
 
 1. Check the data (layout, CSV rows, labels, that every image decodes) and the base model
-   (built-in ``small-cnn`` or a registered image model) before any training, with messages
-   naming the file, and for a CSV the row and column.
+   (built-in ``efficientnet-lite0`` or ``small-cnn``, or a registered image model) before any
+   training, with messages naming the file, and for a CSV the row and column. The input size,
+   unless given, follows the images' own size (see ``ImageFinetuneParams.image_size``).
 2. Decode the images once into memory-mapped uint8 arrays, cached on the node under a key of
    everything that determines them (a re-run decodes nothing).
 3. Train in a worker process that checkpoints to shared storage and is restarted from its
@@ -13,7 +14,8 @@
    clowder_ml.json and a model card; the server registers it as a model version.
 
 Result: ``metrics``, ``digest`` (sha256 of model.safetensors), ``labels``,
-``train_examples``, ``eval_examples``, ``base_model``, ``launcher``, ``seconds``,
+``train_examples``, ``eval_examples``, ``base_model``, ``image_size``, ``learning_rate``,
+``training`` (why training stopped: ``training_length.describe``), ``launcher``, ``seconds``,
 ``resumed_from_step``.
 """
 
@@ -26,14 +28,34 @@ from pathlib import Path
 from typing import Any
 
 from clowder_ml.errors import ValidationFailed
-from clowder_ml.ml import image_models, imagedata, launch, manifest, textdata
+from clowder_ml.ml import (
+    efficientnet_lite,
+    image_models,
+    imagedata,
+    launch,
+    manifest,
+    textdata,
+    training_length,
+)
 from clowder_ml.runner.inputs import default_cache_dir
 from clowder_ml.runner.threads import reserved_threads
 from clowder_ml.tasks.context import TaskContext
-from clowder_ml.tasks.image_classification import SMALL_CNN, ImageFinetuneParams
+from clowder_ml.tasks.image_classification import (
+    EFFICIENTNET_LITE0,
+    SMALL_CNN,
+    ImageFinetuneParams,
+)
 from clowder_ml.tasks.outputs import MODEL_DIR
+from clowder_ml.tasks.training_params import NEEDS_HELD_OUT, card_lines, stop_summary
 
 TASK = "image-classification-finetune"
+# epochs=auto: an epoch ceiling of about 3000 optimizer steps, 3 to 60 epochs (measured by
+# bench/quality.py: a 1,000-image set of 32-image batches needs 20-40 epochs from scratch).
+AUTO_BUDGET = training_length.AutoBudget(step_budget=3000, min_epochs=3, max_epochs=60)
+# The input size when none is given: the images' own, within these bounds (small-cnn) or
+# within [PRETRAINED_MIN_SIZE, the base model's own size] (pretrained bases).
+SMALL_CNN_SIZES = (16, 128)
+PRETRAINED_MIN_SIZE = 32
 
 
 def examples(root: Path, p: ImageFinetuneParams
@@ -51,20 +73,34 @@ def examples(root: Path, p: ImageFinetuneParams
     return train, val
 
 
-def base_model(ctx: TaskContext, p: ImageFinetuneParams
+def _clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(high, value))
+
+
+def base_model(ctx: TaskContext, p: ImageFinetuneParams, own_size: int | None
                ) -> tuple[Path | None, str, image_models.Preprocessing]:
-    """(folder of the registered base or None for small-cnn, its name, preprocessing)."""
+    """(folder of the base or None for small-cnn, its name, preprocessing). ``own_size`` is
+    the images' typical size, which sets the input size when ``image_size`` is unset."""
     if p.base_model == SMALL_CNN:
-        return None, SMALL_CNN, image_models.Preprocessing(
-            size=p.image_size or image_models.DEFAULT_SMALL_CNN_SIZE)
-    base = next((i for i in ctx.inputs if i.kind == "model"
-                 and i.path.name == "base_model"), None)
-    if base is None:
-        raise ValidationFailed(f"Base model {p.base_model!r} was not provided to the job.")
-    what = f"base model {base.name or p.base_model!r}"
-    image_models.check_image_model(base.path, what)
-    return base.path, base.name or p.base_model, image_models.read_preprocessing(
-        base.path, p.image_size, what)
+        size = p.image_size or _clamp(own_size or image_models.DEFAULT_SMALL_CNN_SIZE,
+                                      *SMALL_CNN_SIZES)
+        return None, SMALL_CNN, image_models.Preprocessing(size=size)
+    if p.base_model == EFFICIENTNET_LITE0:
+        folder = efficientnet_lite.ensure_builtin(default_cache_dir().parent / "builtin-models")
+        name = EFFICIENTNET_LITE0
+        what = f"built-in {EFFICIENTNET_LITE0}"
+    else:
+        base = next((i for i in ctx.inputs if i.kind == "model"
+                     and i.path.name == "base_model"), None)
+        if base is None:
+            raise ValidationFailed(f"Base model {p.base_model!r} was not provided to the job.")
+        folder, name = base.path, base.name or p.base_model
+        what = f"base model {name!r}"
+        image_models.check_image_model(folder, what)
+    native = image_models.read_preprocessing(folder, None, what)
+    size = p.image_size or _clamp(own_size or native.size, min(PRETRAINED_MIN_SIZE, native.size),
+                                  native.size)
+    return folder, name, image_models.read_preprocessing(folder, size, what)
 
 
 def prepare(ctx: TaskContext, p: ImageFinetuneParams, cache: Path
@@ -77,7 +113,7 @@ def prepare(ctx: TaskContext, p: ImageFinetuneParams, cache: Path
     label_map = textdata.label_mapping(train_ex.labels or [])
     if val_ex is not None:
         imagedata.check_validation_labels(label_map, val_ex)
-    base_dir, base_ref, prep = base_model(ctx, p)
+    base_dir, base_ref, prep = base_model(ctx, p, imagedata.typical_size(data.path, train_ex))
     labels = sorted(label_map, key=label_map.__getitem__)
     ctx.report.event(f"data: {len(train_ex)} training and "
                      f"{len(val_ex) if val_ex else 0} validation images, {len(labels)} labels")
@@ -95,16 +131,26 @@ def prepare(ctx: TaskContext, p: ImageFinetuneParams, cache: Path
 
 
 def _model_card(name: str, base: str, labels: list[str], metrics: dict[str, Any],
-                p: ImageFinetuneParams, size: int, data: str) -> str:
+                p: ImageFinetuneParams, size: int, data: str, stopped: str) -> str:
     shown = "\n".join(f"| {k} | {v} |" for k, v in metrics.items()
                       if isinstance(v, int | float))
     how = "trained from scratch" if base == SMALL_CNN else f"fine-tuned from `{base}`"
     return (f"# {name}\n\nAn image classifier {how} by clowder-ml on `{data}`.\n\n"
             f"Labels: {', '.join(labels)}\n\n| metric | value |\n|---|---|\n{shown}\n\n"
-            f"Training: {p.epochs} epoch(s), learning rate {p.learning_rate}, batch "
+            f"{stopped}\n\nTraining: learning rate {p.resolved_learning_rate()}, batch "
             f"{p.batch_size}, images {size}x{size} RGB, augment {p.augment}, seed {p.seed}. "
             "Inputs, parameters and environment are in manifest.json; the weights are "
             "model.safetensors (no pickle).\n")
+
+
+def _builtin_inputs(base: str) -> list[dict[str, Any]]:
+    """The manifest's record of a built-in base (the pretrained one by its source digest)."""
+    if base == SMALL_CNN:
+        return [{"kind": "builtin", "ref": base}]
+    if base == EFFICIENTNET_LITE0:
+        return [{"kind": "builtin", "ref": base, "source": efficientnet_lite.SOURCE_PACKAGE,
+                 "sha256": efficientnet_lite.SOURCE_SHA256}]
+    return []
 
 
 def run(ctx: TaskContext) -> dict[str, Any]:
@@ -119,7 +165,13 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     with launch.LocalWorker(shared / "worker.json", "clowder_ml.ml.image_worker") as worker:
         (train_data, eval_data, labels, n_train, n_eval, base_dir, base_ref,
          prep) = prepare(ctx, p, cache)
-        total = launch.total_steps(p, n_train)
+        if p.epochs == training_length.AUTO and eval_data is None:
+            raise ValidationFailed(f"There is no validation data: {NEEDS_HELD_OUT}.",
+                                   "Add a val/ folder, or set validation_split (0.1) or "
+                                   "epochs.")
+        length = training_length.plan(p.epochs, p.early_stopping_patience, n_train,
+                                      p.batch_size, p.gradient_accumulation, AUTO_BUDGET)
+        total = launch.total_steps(p, n_train, length)
         config = {
             "base_dir": str(base_dir) if base_dir else None, "labels": labels, "seed": p.seed,
             "threads": threads, "use_gpu": p.use_gpu, "augment": p.augment,
@@ -128,10 +180,13 @@ def run(ctx: TaskContext) -> dict[str, Any]:
             "eval_data": str(eval_data) if eval_data else None,
             "checkpoint_dir": str(shared / "checkpoints"), "output_dir": str(out_dir),
             "total_steps": total,
-            "train_params": launch.loop_params(p, total),
+            "train_params": {**launch.loop_params(p, total, length),
+                             "learning_rate": p.resolved_learning_rate()},
         }
-        ctx.report.event(f"training {base_ref} for {total} steps (local worker, {threads} "
-                         f"thread(s))")
+        ctx.report.event(f"training {base_ref} at {prep.size}x{prep.size} for "
+                         + (f"{length.ceiling}, stopping when {p.metric} has not improved "
+                            f"for {length.patience}" if length.auto else f"{total} steps")
+                         + f" (local worker, {threads} thread(s))")
         trained = worker.run(config, p.max_failures, ctx.report.event)
 
     model_out = ctx.outputs_dir / MODEL_DIR
@@ -141,28 +196,34 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     metrics.update(train_samples_per_s=trained.get("train_samples_per_s"),
                    global_step=trained.get("global_step"),
                    epochs_completed=trained.get("epochs_completed"))
+    stopped = stop_summary(trained, p.metric, length, p.max_steps)
+    ctx.report.event(f"training stopped: {stopped['message']}")
+    if stopped["warning"]:
+        ctx.report.event(f"warning: {stopped['warning']}")
     digest = manifest.sha256_file(model_out / "model.safetensors")
     data = ctx.dataset()
     man = manifest.build(
         task=TASK, job_id=ctx.job_id,
         inputs=[{"kind": i.kind, "ref": i.name, "version": i.version, "files": i.digests}
-                for i in ctx.inputs] + ([{"kind": "builtin", "ref": base_ref}]
-                                        if base_dir is None else []),
+                for i in ctx.inputs] + _builtin_inputs(p.base_model),
         params=p.model_dump(mode="json"), determinism=trained.get("determinism", {}),
         code={}, extra={"weights_sha256": digest, "metrics": metrics,
-                        "preprocessing": prep.as_dict()})
+                        "preprocessing": prep.as_dict(),
+                        "learning_rate": p.resolved_learning_rate(), "training": stopped})
     (model_out / "manifest.json").write_text(json.dumps(man, indent=2, default=str))
     (model_out / "metrics.json").write_text(json.dumps(
         {**metrics, "confusion_matrix": ev.get("confusion_matrix"), "labels": labels,
-         "history": trained.get("history")}, indent=2, default=str))
+         "training": stopped, "history": trained.get("history")}, indent=2, default=str))
     (model_out / "clowder_ml.json").write_text(json.dumps(
         {"task": "image-classification", "path_column": p.path_column,
          "label_column": p.label_column, "labels": labels, "base_model": base_ref,
          **prep.as_dict()}, indent=2))
     (model_out / "README.md").write_text(_model_card(p.model_name, base_ref, labels, metrics,
-                                                     p, prep.size, data.name))
+                                                     p, prep.size, data.name,
+                                                     card_lines(stopped, length)))
     shutil.rmtree(shared, ignore_errors=True)  # checkpoints are no longer needed
     return {"metrics": metrics, "digest": digest, "labels": labels,
             "train_examples": n_train, "eval_examples": n_eval, "base_model": base_ref,
-            "launcher": "local", "seconds": trained.get("seconds"),
+            "image_size": prep.size, "learning_rate": p.resolved_learning_rate(),
+            "training": stopped, "launcher": "local", "seconds": trained.get("seconds"),
             "resumed_from_step": trained.get("resumed_from_step")}

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 # Base models that ship with the platform (no registry entry; resolved on the node).
-BUILTIN_MODELS = frozenset({"minilm-l6", "small-cnn"})
+BUILTIN_MODELS = frozenset({"minilm-l6", "small-cnn", "efficientnet-lite0"})
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,12 @@ import torch
 from clowder_ml.errors import ValidationFailed
 from clowder_ml.ml import image_models, image_worker, imagedata, textdata
 from clowder_ml.tasks.context import InputData, TaskContext
-from clowder_ml.tasks.image_classification import ImageFinetuneParams, ImagePredictParams
+from clowder_ml.tasks.image_classification import (
+    DEFAULT_BASE_MODEL,
+    DEFAULT_LEARNING_RATES,
+    ImageFinetuneParams,
+    ImagePredictParams,
+)
 from clowder_ml.tasks.registry import BUILTIN_MODELS, TaskRegistry
 from tests.ml.test_imagedata import BLUE, RED, png, red_blue, write
 
@@ -60,13 +65,18 @@ def test_base_model_checks(tmp_path: Path) -> None:
         image_models.check_image_model(folder, "base model 'x'")
 
 
-def test_tasks_are_registered_and_small_cnn_is_not_pinned() -> None:
+def test_tasks_are_registered_and_built_in_bases_are_not_pinned() -> None:
     reg = TaskRegistry()
     ft = reg.get("image-classification-finetune")
     assert reg.get("image-classification-predict").model_params == ("model",)
     p = ft.parse_params({"model_name": "m"})
-    assert isinstance(p, ImageFinetuneParams) and p.base_model == "small-cnn"
-    assert ft.model_params == ("base_model",) and "small-cnn" in BUILTIN_MODELS
+    assert isinstance(p, ImageFinetuneParams) and p.base_model == DEFAULT_BASE_MODEL
+    assert p.epochs == "auto" and p.image_size is None and p.learning_rate is None
+    assert ft.model_params == ("base_model",)
+    assert {"small-cnn", "efficientnet-lite0"} <= BUILTIN_MODELS
+    assert p.resolved_learning_rate() == DEFAULT_LEARNING_RATES[DEFAULT_BASE_MODEL]
+    assert ft.parse_params({"model_name": "m", "base_model": "vit@latest"}
+                           ).resolved_learning_rate() == 5e-5
     p = ft.parse_params({"model_name": "m", "base_model": "vit@latest"})
     assert [getattr(p, n) for n in ft.model_params] == ["vit@latest"]
     with pytest.raises(ValidationFailed, match="nope"):
@@ -132,10 +142,12 @@ def test_finetune_then_predict_in_process(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("CLOWDER_ML_CACHE_DIR", str(tmp_path / "cache" / "blobs"))
     monkeypatch.delenv("CLOWDER_ML_SHARED_DIR", raising=False)
     root = write(tmp_path / "ds", red_blue(8))
-    params = ImageFinetuneParams(model_name="colors", image_size=16, max_steps=6,
-                                 batch_size=4, learning_rate=1e-2, validation_split=0.25)
+    params = ImageFinetuneParams(model_name="colors", base_model="small-cnn", image_size=16,
+                                 epochs=2, max_steps=6, batch_size=4, learning_rate=1e-2,
+                                 validation_split=0.25)
     result = image_finetune.run(_ctx(tmp_path, root, params, "ft"))
     assert result["labels"] == ["blue", "red"] and result["metrics"]["global_step"] == 6
+    assert result["training"]["reason"] == "max_steps"
     assert result["train_examples"] == 12 and result["eval_examples"] == 4
     model = tmp_path / "ft/outputs/model"
     for name in ("model.safetensors", "config.json", "preprocessor_config.json",
@@ -160,7 +172,8 @@ def test_finetune_fails_before_training_on_a_bad_image(tmp_path: Path,
     monkeypatch.setenv("CLOWDER_ML_CACHE_DIR", str(tmp_path / "cache" / "blobs"))
     root = write(tmp_path / "ds", {"red/0.png": png(RED), "red/1.png": b"not an image",
                                    "blue/0.png": png(BLUE), "blue/1.png": png(BLUE)})
-    ctx = _ctx(tmp_path, root, ImageFinetuneParams(model_name="x", validation_split=0), "bad")
+    ctx = _ctx(tmp_path, root, ImageFinetuneParams(model_name="x", base_model="small-cnn",
+                                                   epochs=1, validation_split=0), "bad")
     with pytest.raises(ValidationFailed, match=re.escape("image 'red/1.png' cannot be decoded")):
         image_finetune.run(ctx)
     report = ctx.report
