@@ -98,6 +98,9 @@ def test_32_concurrent_writers_all_land_as_successive_versions(live: Live) -> No
     latest = httpx.get(f"{srv.url}/api/v1/datasets/{ds}/files", headers=live.auth).json()
     assert {f["path"]: f["sha256"] for f in latest} == {
         p: hashlib.sha256(d).hexdigest() for p, d in writes.items()}
+    last = httpx.get(f"{srv.url}/api/v1/datasets/{ds}/versions", headers=live.auth).json()[-1]
+    assert (last["file_count"], last["total_bytes"]) == (
+        WRITERS, sum(len(d) for d in writes.values()))
     # The waits are visible: every commit observed its lock wait.
     metrics = httpx.get(srv.url + "/metrics").text
     count = re.search(r"^clowder_ml_dataset_commit_wait_seconds_count (\S+)$", metrics, re.M)
@@ -149,3 +152,9 @@ def test_commit_lock_wait_past_its_bound_is_503_with_retry_after(api: Api) -> No
     paths = [f["path"] for f in api.client.get("/api/v1/datasets/d/files",
                                                headers=api.h()).json()]
     assert paths == ["a.txt", "b.txt"]
+    # A replaced file and a removed one keep the version's counts right.
+    r = api.client.post("/api/v1/datasets/d/files", files={"file": ("f", b"aaa")},
+                        data={"path": "a.txt"}, headers=api.h())
+    assert (r.json()["file_count"], r.json()["total_bytes"]) == (2, 4), r.text
+    r = api.client.delete("/api/v1/datasets/d/files/b.txt", headers=api.h())
+    assert (r.json()["number"], r.json()["file_count"], r.json()["total_bytes"]) == (4, 1, 3)

@@ -1,15 +1,22 @@
 """Engine and session factory; SQLite gets WAL, a busy timeout and enforced foreign keys.
 
 Writers that must not interleave (a dataset's next version is computed from the previous
-one) use ``Database.serialized_session``: on SQLite its transaction starts with
+one) use ``Database.serialized_session(key)``: on SQLite its transaction starts with
 ``BEGIN IMMEDIATE`` (the database's one write lock, taken up front instead of at the first
 write, so two such transactions queue instead of failing), on PostgreSQL the row locks it
 takes (``SELECT ... FOR UPDATE``) wait at most ``lock_wait_s`` (``lock_timeout``). Either
 way a wait that runs out raises ``LockWaitTimeout`` and nothing is changed.
+
+Within one process such writers first queue on a lock per key (per database on SQLite,
+whose write lock is database-wide), so they wait without holding a connection and are
+woken as soon as the one ahead finishes; SQLite's own busy wait polls with sleeps of up
+to 100 ms, and a writer can lose the race to newcomers again and again.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,9 +28,10 @@ from sqlalchemy.orm import Session, sessionmaker
 SQLITE_BUSY_MS = 30_000
 # The API runs blocking handlers on a pool of 40 threads (anyio's default) and each holds a
 # connection while it works: a smaller pool makes requests queue for connections rather
-# than for the database. 10 kept, up to 50 at once.
-POOL_SIZE = 10
-POOL_OVERFLOW = 40
+# than for the database, and connections beyond the kept ones are opened and closed per
+# request (a PostgreSQL backend start each time). 40 kept, up to 60 at once.
+POOL_SIZE = 40
+POOL_OVERFLOW = 20
 PG_LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock_timeout
 
 
@@ -33,9 +41,11 @@ class LockWaitTimeout(Exception):
 
 def make_engine(url: str) -> Engine:
     """Create an engine for ``url``. SQLite connections are tuned for concurrent readers."""
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_MS / 1000}
+    else:
+        kwargs["pool_pre_ping"] = True  # a server restart must not fail requests (a file won't)
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database not in (None, "", ":memory:"):
         kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)  # not for in-memory
@@ -61,6 +71,35 @@ def is_lock_timeout(exc: DBAPIError) -> bool:
     return "database is locked" in str(exc.orig)
 
 
+class _KeyedLocks:
+    """One lock per key, kept only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, key: str, timeout: float) -> Iterator[bool]:
+        """Yields whether the lock was got within ``timeout`` seconds."""
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            got = lock.acquire(timeout=max(timeout, 0.0))
+            try:
+                yield got
+            finally:
+                if got:
+                    lock.release()
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+
 class Database:
     """Holds the engine and hands out sessions that commit on success, roll back on error.
 
@@ -72,6 +111,7 @@ class Database:
         self.engine = make_engine(url)
         self.lock_wait_s = lock_wait_s
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        self._queues = _KeyedLocks()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -86,15 +126,26 @@ class Database:
             s.close()
 
     @contextmanager
-    def serialized_session(self) -> Iterator[Session]:
-        """A session for a change that must see, and follow, every earlier one (see the
-        module doc). Raises ``LockWaitTimeout`` (nothing changed) when the lock wait runs out,
-        whether at the start (SQLite) or at a ``FOR UPDATE`` inside (PostgreSQL)."""
-        wait_ms = max(1, int(self.lock_wait_s * 1000))
+    def serialized_session(self, key: str) -> Iterator[Session]:
+        """A session for a change to ``key`` (e.g. a dataset id) that must see, and follow,
+        every earlier one (see the module doc). Raises ``LockWaitTimeout`` (nothing changed)
+        when ``lock_wait_s`` runs out: in this process's queue, at the start (SQLite) or at
+        a ``FOR UPDATE`` inside (PostgreSQL)."""
+        deadline = time.monotonic() + self.lock_wait_s
+        sqlite = self.engine.dialect.name == "sqlite"
+        with self._queues.hold("" if sqlite else key, self.lock_wait_s) as got:
+            if not got:
+                raise LockWaitTimeout(f"lock not granted in {self.lock_wait_s:g} s")
+            with self._transaction(max(0.001, deadline - time.monotonic())) as s:
+                yield s
+
+    @contextmanager
+    def _transaction(self, wait_s: float) -> Iterator[Session]:
+        wait_ms = max(1, int(wait_s * 1000))
         s = self._factory()
         try:
             conn = s.connection()
-            if self.engine.dialect.name == "sqlite":
+            if conn.dialect.name == "sqlite":
                 conn.exec_driver_sql(f"PRAGMA busy_timeout={wait_ms}")
                 try:
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -107,7 +158,7 @@ class Database:
         except DBAPIError as exc:
             s.rollback()
             if is_lock_timeout(exc):
-                raise LockWaitTimeout(f"lock not granted in {self.lock_wait_s:g} s") from exc
+                raise LockWaitTimeout(f"lock not granted in {wait_s:g} s") from exc
             raise
         except BaseException:
             s.rollback()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy import delete, func, insert, literal, or_, select
+from sqlalchemy import delete, insert, literal, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload
 
@@ -47,6 +47,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ID_PREFIX = "ds_"
 MAX_VERSION = 2**31 - 1  # version numbers are 32-bit integers in the database
 SLOW_COMMIT_WAIT_S = 1.0  # commit lock waits at least this long are logged
+LOOKUP_BATCH = 500  # names per IN (...) query (SQLite caps the number of parameters)
 
 log = logging.getLogger("clowder_ml.datasets")
 COMMIT_WAIT = Histogram(
@@ -222,6 +223,20 @@ def files(s: Session, ds: Dataset, number: int | None = None, prefix: str | None
     return list(s.scalars(q))
 
 
+def _file_rows(s: Session, ds: Dataset, number: int | None, pre: str,
+               ) -> list[tuple[str, int, str]]:
+    """(path, size, sha256) of the files under folder ``pre``: plain rows, no ORM objects
+    (a tree of a large version reads every row of its manifest)."""
+    v = get_version(s, ds, number)
+    if v is None:
+        return []
+    q = select(VersionFile.path, VersionFile.size, VersionFile.sha256).where(
+        VersionFile.version_id == v.id).order_by(VersionFile.path)
+    if pre:
+        q = q.where(VersionFile.path.startswith(pre + "/", autoescape=True))
+    return list(s.execute(q).tuples())
+
+
 def get_file(s: Session, ds: Dataset, path: str, number: int | None = None) -> VersionFile:
     p = normalize_path(path)
     v = get_version(s, ds, number)
@@ -246,23 +261,23 @@ def tree(s: Session, ds: Dataset, number: int | None = None, prefix: str | None 
          ) -> list[TreeNode]:
     """Direct children of folder ``prefix``: sub-folders (with file count and size) and files."""
     pre = normalize_prefix(prefix)
-    entries = files(s, ds, number, pre or None)
+    entries = _file_rows(s, ds, number, pre)
     if pre and not entries:
         raise NotFound(f"No folder {pre!r} in dataset {ds.name!r}.")
     start = len(pre) + 1 if pre else 0
     folders: dict[str, TreeNode] = {}
     out: list[TreeNode] = []
-    for e in entries:
-        rest = e.path[start:]
+    for path, size, sha256 in entries:
+        rest = path[start:]
         head, sep, _ = rest.partition("/")
         if sep:
             node = folders.get(head)
             if node is None:
-                node = folders[head] = TreeNode(head, e.path[: start + len(head)], "folder", 0, 0)
-            node.size += e.size
+                node = folders[head] = TreeNode(head, path[: start + len(head)], "folder", 0, 0)
+            node.size += size
             node.files += 1
         else:
-            out.append(TreeNode(rest, e.path, "file", e.size, 1, e.sha256))
+            out.append(TreeNode(rest, path, "file", size, 1, sha256))
     return sorted(folders.values(), key=lambda n: n.name) + out
 
 
@@ -289,7 +304,7 @@ def commit_changes(db: Database, ds_id: str, actor_id: int, adds: Mapping[str, B
     adds = {normalize_path(p): b for p, b in adds.items()}
     started = time.monotonic()
     try:
-        with db.serialized_session() as s:
+        with db.serialized_session(ds_id) as s:
             # FOR NO KEY UPDATE: rows that reference the dataset (new uploads) still insert.
             ds = s.scalar(select(Dataset).where(Dataset.id == ds_id)
                           .options(lazyload(Dataset.owner))  # no outer join under the lock
@@ -321,11 +336,17 @@ def _commit_once(s: Session, ds: Dataset, actor_id: int, adds: Mapping[str, Blob
                  removes: set[str], message: str) -> DatasetVersion:
     """The next version of ``ds``, whose commit lock the caller holds."""
     prev = get_version(s, ds, None)
-    if prev is not None:
-        existing = set(s.scalars(select(VersionFile.path).where(VersionFile.version_id == prev.id)))
-        missing = removes - existing
-    else:
-        existing, missing = set(), set(removes)
+    # What of the previous version goes away (removed or replaced): its count and bytes. A
+    # lookup by (version, path) per name, not a scan: the manifest may be large.
+    dropped = removes | set(adds)
+    gone: dict[str, int] = {}
+    names = sorted(dropped) if prev is not None else []
+    prev_id = prev.id if prev is not None else None
+    for i in range(0, len(names), LOOKUP_BATCH):
+        gone.update(s.execute(select(VersionFile.path, VersionFile.size).where(
+            VersionFile.version_id == prev_id,
+            VersionFile.path.in_(names[i:i + LOOKUP_BATCH]))).tuples().all())
+    missing = removes - set(gone)
     if missing:
         raise NotFound(f"No file {sorted(missing)[0]!r} in dataset {ds.name!r}.")
     if prev is not None and not removes and adds and _unchanged(s, prev, adds):
@@ -335,7 +356,6 @@ def _commit_once(s: Session, ds: Dataset, actor_id: int, adds: Mapping[str, Blob
     s.add(new)
     s.flush()  # the unique (dataset, number) constraint still guards writers that skip the lock
     if prev is not None:
-        dropped = removes | set(adds)
         keep = select(literal(new.id), VersionFile.path,
                       VersionFile.sha256, VersionFile.size).where(
             VersionFile.version_id == prev.id)
@@ -348,9 +368,9 @@ def _commit_once(s: Session, ds: Dataset, actor_id: int, adds: Mapping[str, Blob
             {"version_id": new.id, "path": p, "sha256": b.sha256, "size": b.size}
             for p, b in adds.items()
         ])
-    count, total = s.execute(select(func.count(), func.coalesce(func.sum(VersionFile.size), 0))
-                             .where(VersionFile.version_id == new.id)).one()
-    new.file_count, new.total_bytes = int(count), int(total)
+    base_count, base_bytes = (prev.file_count, prev.total_bytes) if prev else (0, 0)
+    new.file_count = base_count - len(gone) + len(adds)
+    new.total_bytes = base_bytes - sum(gone.values()) + sum(b.size for b in adds.values())
     ds.latest_version = new.number
     ds.updated_at = utcnow()
     return new
