@@ -21,7 +21,14 @@ from typing import Any
 
 import anyio
 from anyio import to_thread
-from pycrdt import Doc, Text, TransactionEvent, YMessageType, YSyncMessageType
+from pycrdt import (
+    Doc,
+    Text,
+    TransactionEvent,
+    YMessageType,
+    YSyncMessageType,
+    create_awareness_message,
+)
 from pycrdt.websocket import WebsocketServer, YRoom
 
 from clowder_ml.services import documents
@@ -122,6 +129,14 @@ class CollabHub(WebsocketServer):
             await to_thread.run_sync(self.store.replace, DocumentRef.from_room(name),
                                      current.ydoc.get_update())
         await super().delete_room(name=name)
+
+    def presence(self, room: YRoom) -> bytes | None:
+        """An awareness message with every editor the room knows of, for a newcomer (so
+        it sees who is there now, not only those who move their cursor later)."""
+        clients = [c for c, state in room.awareness.states.items() if state]
+        if not clients:
+            return None
+        return create_awareness_message(room.awareness.encode_awareness_update(clients))
 
     async def text_of(self, ref: DocumentRef) -> str | None:
         """The draft's text: the live room's, else the stored draft's; None: no draft."""

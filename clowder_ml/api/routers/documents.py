@@ -163,11 +163,15 @@ async def co_edit(websocket: WebSocket, dataset_id: str, path: str) -> None:
         user = await to_thread.run_sync(current_user_ws, platform, websocket)
         access = await to_thread.run_sync(documents.open_document, platform.db, user,
                                           dataset_id, path)
-        await hub.get_room(access.doc.room)
+        room = await hub.get_room(access.doc.room)
     except ClowderMLError as exc:
         await _refuse(websocket, exc)
         return
-    await hub.serve(EditorChannel(websocket, access.doc.room, access.writable))
+    channel = EditorChannel(websocket, access.doc.room, access.writable)
+    presence = hub.presence(room)
+    if presence is not None:
+        await channel.send(presence)
+    await hub.serve(channel)
     if websocket.application_state == WebSocketState.CONNECTED:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             await websocket.close()
