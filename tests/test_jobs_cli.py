@@ -276,3 +276,28 @@ def test_wait_job_times_out(fake: FakeJobs) -> None:
     fake.scripts[job["id"]] = []  # stays pending
     with pytest.raises(TimeoutError):
         c.wait_job(job["id"], timeout_s=0, poll_s=0)
+
+
+def test_a_fine_tune_ends_with_why_training_stopped() -> None:
+    from rich.console import Console
+
+    from clowder_ml.cli.jobs import _summary
+
+    training = {"reason": "epochs", "message": "trained the 5 epochs asked for; best epoch 5 "
+                "of 5, accuracy 0.63", "warning": "accuracy was still rising at the end "
+                "(0.58 -> 0.63); more epochs may help (epochs=auto stops by itself)"}
+    job = {"id": "job_1", "task": "image-classification-finetune", "state": "succeeded",
+           "result": {"metrics": {"eval_accuracy": 0.63}, "training": training}}
+
+    def rendered(job: dict[str, Any]) -> list[str]:
+        console = Console(record=True, width=300)
+        for part in _summary(job):
+            console.print(part)
+        return console.export_text().strip().splitlines()
+
+    assert rendered(job)[-2:] == [f"training stopped: {training['message']}",
+                                  f"warning: {training['warning']}"]
+    job["result"]["training"] = {**training, "warning": None}
+    assert rendered(job)[-1] == f"training stopped: {training['message']}"
+    assert not any("training stopped" in line for line in rendered(
+        {**job, "result": {"rows": 3}}))
