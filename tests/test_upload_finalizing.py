@@ -123,6 +123,22 @@ def test_busy_dataset_keeps_the_upload_and_the_server_retries_by_itself(pg_api: 
     assert api.client.get("/api/v1/datasets/d/files/f.bin", headers=api.h()).content == data
 
 
+def test_creation_with_upload_whose_commit_fails_still_gets_its_location(
+        sqlite_api: Api) -> None:
+    """The whole file in the creating POST: 201 with the Location to follow, even though
+    the commit failed; the upload is kept and lands on retry."""
+    api = sqlite_api
+    api.dataset("d")
+    data = os.urandom(20_000)
+    with commits_fail(api.settings.sqlalchemy_url):
+        loc = create(api, data, body=data)
+        h = api.client.head(loc, headers={**api.h(), **TUS})
+        assert (h.headers["upload-offset"], h.headers["x-upload-state"]) == (
+            str(len(data)), "finalizing")
+    r = patch(api, loc, len(data), b"")
+    assert r.status_code == 204 and r.headers["x-dataset-version"] == "1"  # type: ignore[attr-defined]
+
+
 def test_a_bad_zip_fails_for_good_and_drops_its_bytes(sqlite_api: Api) -> None:
     api = sqlite_api
     api.dataset("d")

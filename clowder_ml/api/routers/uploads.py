@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request, Response, status
 
 from clowder_ml.api.deps import PlatformDep, UserDep
 from clowder_ml.api.schemas import UploadOut
-from clowder_ml.errors import PreconditionFailed
+from clowder_ml.errors import PreconditionFailed, UploadFinalizing
 from clowder_ml.services.uploads import (
     CHECKSUM_ALGORITHMS,
     OFFSET_CONTENT_TYPE,
@@ -73,8 +73,13 @@ async def tus_create(request: Request, user: UserDep, platform: PlatformDep) -> 
     st = await to_thread.run_sync(platform.uploads.create, user, length, meta)
     ctype = request.headers.get("content-type")
     if ctype and ctype.split(";")[0].strip() == OFFSET_CONTENT_TYPE:
-        st = await platform.uploads.append(user, st.id, 0, ctype, request.stream(),
-                                           request.headers.get("upload-checksum"))
+        try:
+            st = await platform.uploads.append(user, st.id, 0, ctype, request.stream(),
+                                               request.headers.get("upload-checksum"))
+        except UploadFinalizing:
+            # Created and every byte received, only not in the dataset yet: the client
+            # needs the Location to follow it, which a 503 would not give.
+            st = await to_thread.run_sync(platform.uploads.head_any, st.id)
     return Response(status_code=201, headers={"Location": _location(st.id), **_headers(st)})
 
 
