@@ -136,3 +136,45 @@ def test_bad_image_fails_before_training_naming_the_file(
     assert "red/broken.png" in done["reason"] and "cannot be decoded" in done["reason"]
     assert "Traceback" not in (done["log_tail"] or "")
     assert not any(e["message"].startswith("training ") for e in api.events(done["id"]))
+
+
+# epochs=auto on small-cnn: the ceiling from 18 training images in batches of 8 is 60 epochs
+# of 3 steps; patience 5; a checkpoint every 3 steps (each epoch's end).
+AUTO_PARAMS = {"model_name": "auto", "base_model": "small-cnn", "image_size": 16,
+               "batch_size": 8, "learning_rate": 1e-2, "validation_split": 0.25,
+               "checkpoint_every_steps": 3, "seed": 3}
+
+
+@pytest.mark.timeout(600)  # two runs of up to 180 steps each, on a busy machine
+def test_auto_epochs_keep_the_best_epoch_and_a_killed_worker_resumes_to_it(
+        images: tuple[ServerProcess, JobsApi]) -> None:
+    srv, api = images
+    submit = api.submit("image-classification-finetune", datasets=("pictures",),
+                        params=AUTO_PARAMS, resources={"cpus": 1})
+    first = api.wait(submit["id"], timeout=200)
+    assert first["state"] == "succeeded", first
+    training = first["result"]["training"]
+    assert training["reason"] in ("early_stopping", "ceiling"), training
+    assert f"best epoch {training['best_epoch']} of {training['epochs']}" in training["message"]
+    assert first["result"]["metrics"]["eval_accuracy"] == training["best"]
+    assert any(e["message"] == f"training stopped: {training['message']}"
+               for e in api.events(first["id"]))
+    card = api.http.get(f"/api/v1/jobs/{first['id']}/outputs/model/README.md").text
+    assert "epochs=auto" in card and f"Stopped: {training['message']}" in card
+    # Killed after its first checkpoint (and first kept best): resumes to the same end.
+    job = api.submit("image-classification-finetune", datasets=("pictures",),
+                     params=AUTO_PARAMS, resources={"cpus": 1})
+    checkpoints = srv.data_dir / "shared" / "jobs" / job["id"] / "checkpoints"
+    deadline = time.monotonic() + 150
+    while not (checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+               and (checkpoints / "best.safetensors").is_file()):
+        assert time.monotonic() < deadline, api.job(job["id"])
+        time.sleep(0.01)
+    pid = _worker_pid(job["id"])
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    done = api.wait(job["id"], timeout=200)
+    assert done["state"] == "succeeded", done
+    assert done["result"]["resumed_from_step"] is not None
+    assert done["result"]["digest"] == first["result"]["digest"]
+    assert done["result"]["training"] == training
