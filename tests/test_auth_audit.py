@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import ADMIN_PW, Api
+from tests.registry.registry_helpers import fake_finetune
 
 
 def _audit(api: Api, **params: Any) -> dict[str, Any]:
@@ -127,3 +128,18 @@ def test_only_admins_read_the_audit(sqlite_api: Api) -> None:
 def test_bad_audit_queries_are_422(sqlite_api: Api, params: dict[str, Any]) -> None:
     r = sqlite_api.client.get("/api/v1/audit", params=params, headers=sqlite_api.h())
     assert r.status_code == 422 and r.json()["error"]["code"] == "validation_failed", r.text
+
+
+def test_model_sharing_is_audited(sqlite_api: Api) -> None:
+    api = sqlite_api
+    api.dataset("reviews", files={"train.csv": b"text,label\ngood,pos\nbad,neg\n"})
+    fake_finetune(api, "reviews", "sentiment", {"eval_accuracy": 0.5})
+    api.user("bob")
+    m = "/api/v1/models/sentiment/shares/bob"
+    assert api.client.put(m, json={"permission": "write"}, headers=api.h()).status_code == 204
+    assert api.client.delete(m, headers=api.h()).status_code == 204
+    events = _audit(api, action="share")["events"]
+    model_id = api.client.get("/api/v1/models/sentiment", headers=api.h()).json()["id"]
+    assert [(e["action"], e["target"], e["detail"]) for e in events] == [
+        ("share.revoked", f"model:{model_id}", {"user": "bob"}),
+        ("share.granted", f"model:{model_id}", {"user": "bob", "permission": "write"})]
