@@ -21,8 +21,14 @@ from clowder_ml.tasks.training_params import EPOCHS_HELP, PATIENCE_HELP, ImageEp
 
 SMALL_CNN = "small-cnn"  # built in: a small CNN trained from scratch (no registry entry)
 EFFICIENTNET_LITE0 = "efficientnet-lite0"  # built in: ImageNet-pretrained (no registry entry)
-DEFAULT_BASE_MODEL = EFFICIENTNET_LITE0
-# Learning rates when none is given (AdamW): measured by bench/quality.py.
+# The default: one of the two built-ins by the images' size (image_finetune.choose_base).
+AUTO_BASE = "auto"
+DEFAULT_BASE_MODEL = AUTO_BASE
+# Images whose typical longer side is at most this many pixels get small-cnn under "auto":
+# ImageNet features are made for objects tens of pixels across (bench/quality.py measures
+# both bases on 32-px digits).
+TINY_IMAGE_MAX_SIDE = 32
+# Learning rates when none is given (AdamW), per base: measured by bench/quality.py.
 DEFAULT_LEARNING_RATES = {SMALL_CNN: 1e-3, EFFICIENTNET_LITE0: 1e-3}
 REGISTERED_LEARNING_RATE = 5e-5
 
@@ -31,10 +37,12 @@ class ImageFinetuneParams(TaskParams):
     model_name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                             description="Registry name the new version is registered under")
     base_model: str = Field(default=DEFAULT_BASE_MODEL, min_length=1, max_length=300,
-                            description="efficientnet-lite0 (built in, ImageNet-pretrained, "
-                                        "the default), small-cnn (built in, trained from "
-                                        "scratch) or a registered image model version, "
-                                        "NAME@latest")
+                            description="auto (default): small-cnn for tiny images (at most "
+                                        f"{TINY_IMAGE_MAX_SIDE} px on their longer side), "
+                                        "efficientnet-lite0 otherwise; efficientnet-lite0 "
+                                        "(built in, ImageNet-pretrained: transfer learning), "
+                                        "small-cnn (built in, trained from scratch) or a "
+                                        "registered image model version, NAME@latest")
     csv_file: str | None = Field(default=None, max_length=1024,
                                  description="A CSV of image paths and labels; class folders "
                                              "(root/<class>/<file>) if unset")
@@ -53,8 +61,7 @@ class ImageFinetuneParams(TaskParams):
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many steps")
     learning_rate: float | None = Field(
         default=None, gt=0, le=1.0,
-        description="Unset: 1e-3 for small-cnn and efficientnet-lite0, 5e-5 for a "
-                    "registered model")
+        description="Unset: 1e-3 for the built-in bases, 5e-5 for a registered model")
     batch_size: int = Field(default=32, ge=1, le=4096)
     gradient_accumulation: int = Field(default=1, ge=1, le=1024)
     warmup_ratio: float = Field(default=0.0, ge=0.0, le=0.5)
@@ -80,11 +87,12 @@ class ImageFinetuneParams(TaskParams):
     def publishes(self) -> Publish:
         return Publish.MODEL
 
-    def resolved_learning_rate(self) -> float:
-        """The learning rate to train with: the param, or the base model's default."""
+    def learning_rate_for(self, base: str) -> float:
+        """The learning rate to train ``base`` (the resolved base model) with: the param, or
+        that base's default."""
         if self.learning_rate is not None:
             return self.learning_rate
-        return DEFAULT_LEARNING_RATES.get(self.base_model, REGISTERED_LEARNING_RATE)
+        return DEFAULT_LEARNING_RATES.get(base, REGISTERED_LEARNING_RATE)
 
 
 class ImagePredictParams(TaskParams):
@@ -117,8 +125,8 @@ TASKS = (
     TaskDef(name="image-classification-finetune",
             summary="Train an image classifier (fine-tune the built-in ImageNet-pretrained "
                     "efficientnet-lite0 or a registered image model, or train the built-in "
-                    "small-cnn from scratch) on class folders or a CSV of path,label; "
-                    "registers a model version",
+                    "small-cnn from scratch; by default the one that suits the images' size) "
+                    "on class folders or a CSV of path,label; registers a model version",
             params=ImageFinetuneParams, entry="clowder_ml.tasks.image_finetune:run",
             min_datasets=1, max_datasets=1, model_params=("base_model",)),
     TaskDef(name="image-classification-predict",

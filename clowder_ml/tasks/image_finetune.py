@@ -41,8 +41,10 @@ from clowder_ml.runner.inputs import default_cache_dir
 from clowder_ml.runner.threads import reserved_threads
 from clowder_ml.tasks.context import TaskContext
 from clowder_ml.tasks.image_classification import (
+    AUTO_BASE,
     EFFICIENTNET_LITE0,
     SMALL_CNN,
+    TINY_IMAGE_MAX_SIDE,
     ImageFinetuneParams,
 )
 from clowder_ml.tasks.outputs import MODEL_DIR
@@ -77,15 +79,26 @@ def _clamp(value: int, low: int, high: int) -> int:
     return max(low, min(high, value))
 
 
+def choose_base(requested: str, own_size: int | None) -> str:
+    """The base to train: ``auto`` is small-cnn for tiny images (typical longer side at most
+    ``TINY_IMAGE_MAX_SIDE``), the pretrained efficientnet-lite0 otherwise."""
+    if requested != AUTO_BASE:
+        return requested
+    tiny = own_size is not None and own_size <= TINY_IMAGE_MAX_SIDE
+    return SMALL_CNN if tiny else EFFICIENTNET_LITE0
+
+
 def base_model(ctx: TaskContext, p: ImageFinetuneParams, own_size: int | None
                ) -> tuple[Path | None, str, image_models.Preprocessing]:
     """(folder of the base or None for small-cnn, its name, preprocessing). ``own_size`` is
-    the images' typical size, which sets the input size when ``image_size`` is unset."""
-    if p.base_model == SMALL_CNN:
+    the images' typical size, which picks the ``auto`` base and sets the input size when
+    ``image_size`` is unset."""
+    chosen = choose_base(p.base_model, own_size)
+    if chosen == SMALL_CNN:
         size = p.image_size or _clamp(own_size or image_models.DEFAULT_SMALL_CNN_SIZE,
                                       *SMALL_CNN_SIZES)
         return None, SMALL_CNN, image_models.Preprocessing(size=size)
-    if p.base_model == EFFICIENTNET_LITE0:
+    if chosen == EFFICIENTNET_LITE0:
         folder = efficientnet_lite.ensure_builtin(default_cache_dir().parent / "builtin-models")
         name = EFFICIENTNET_LITE0
         what = f"built-in {EFFICIENTNET_LITE0}"
@@ -137,7 +150,7 @@ def _model_card(name: str, base: str, labels: list[str], metrics: dict[str, Any]
     how = "trained from scratch" if base == SMALL_CNN else f"fine-tuned from `{base}`"
     return (f"# {name}\n\nAn image classifier {how} by clowder-ml on `{data}`.\n\n"
             f"Labels: {', '.join(labels)}\n\n| metric | value |\n|---|---|\n{shown}\n\n"
-            f"{stopped}\n\nTraining: learning rate {p.resolved_learning_rate()}, batch "
+            f"{stopped}\n\nTraining: learning rate {p.learning_rate_for(base)}, batch "
             f"{p.batch_size}, images {size}x{size} RGB, augment {p.augment}, seed {p.seed}. "
             "Inputs, parameters and environment are in manifest.json; the weights are "
             "model.safetensors (no pickle).\n")
@@ -181,7 +194,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
             "checkpoint_dir": str(shared / "checkpoints"), "output_dir": str(out_dir),
             "total_steps": total,
             "train_params": {**launch.loop_params(p, total, length),
-                             "learning_rate": p.resolved_learning_rate()},
+                             "learning_rate": p.learning_rate_for(base_ref)},
         }
         ctx.report.event(f"training {base_ref} at {prep.size}x{prep.size} for "
                          + (f"{length.ceiling}, stopping when {p.metric} has not improved "
@@ -205,11 +218,11 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     man = manifest.build(
         task=TASK, job_id=ctx.job_id,
         inputs=[{"kind": i.kind, "ref": i.name, "version": i.version, "files": i.digests}
-                for i in ctx.inputs] + _builtin_inputs(p.base_model),
+                for i in ctx.inputs] + _builtin_inputs(base_ref),
         params=p.model_dump(mode="json"), determinism=trained.get("determinism", {}),
         code={}, extra={"weights_sha256": digest, "metrics": metrics,
                         "preprocessing": prep.as_dict(),
-                        "learning_rate": p.resolved_learning_rate(), "training": stopped})
+                        "learning_rate": p.learning_rate_for(base_ref), "training": stopped})
     (model_out / "manifest.json").write_text(json.dumps(man, indent=2, default=str))
     (model_out / "metrics.json").write_text(json.dumps(
         {**metrics, "confusion_matrix": ev.get("confusion_matrix"), "labels": labels,
@@ -224,6 +237,6 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     shutil.rmtree(shared, ignore_errors=True)  # checkpoints are no longer needed
     return {"metrics": metrics, "digest": digest, "labels": labels,
             "train_examples": n_train, "eval_examples": n_eval, "base_model": base_ref,
-            "image_size": prep.size, "learning_rate": p.resolved_learning_rate(),
+            "image_size": prep.size, "learning_rate": p.learning_rate_for(base_ref),
             "training": stopped, "launcher": "local", "seconds": trained.get("seconds"),
             "resumed_from_step": trained.get("resumed_from_step")}

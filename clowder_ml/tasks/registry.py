@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from clowder_ml.tasks.context import TaskContext
 
 
-# Base models that ship with the platform (no registry entry; resolved on the node).
-BUILTIN_MODELS = frozenset({"minilm-l6", "small-cnn", "efficientnet-lite0"})
+# Base models that ship with the platform (no registry entry; resolved on the node). "auto":
+# the image fine-tune picks one of its built-ins by the images' size.
+BUILTIN_MODELS = frozenset({"minilm-l6", "small-cnn", "efficientnet-lite0", "auto"})
 
 
 @dataclass(frozen=True)

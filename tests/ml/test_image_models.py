@@ -73,10 +73,20 @@ def test_tasks_are_registered_and_built_in_bases_are_not_pinned() -> None:
     assert isinstance(p, ImageFinetuneParams) and p.base_model == DEFAULT_BASE_MODEL
     assert p.epochs == "auto" and p.image_size is None and p.learning_rate is None
     assert ft.model_params == ("base_model",)
-    assert {"small-cnn", "efficientnet-lite0"} <= BUILTIN_MODELS
-    assert p.resolved_learning_rate() == DEFAULT_LEARNING_RATES[DEFAULT_BASE_MODEL]
-    assert ft.parse_params({"model_name": "m", "base_model": "vit@latest"}
-                           ).resolved_learning_rate() == 5e-5
+    assert {"small-cnn", "efficientnet-lite0", "auto"} <= BUILTIN_MODELS
+    assert p.learning_rate_for("small-cnn") == DEFAULT_LEARNING_RATES["small-cnn"]
+    assert p.learning_rate_for("vit@3") == 5e-5
+    assert ft.parse_params({"model_name": "m", "learning_rate": 0.1}
+                           ).learning_rate_for("vit@3") == 0.1
+    # auto: small-cnn for tiny images, the pretrained backbone otherwise (and when unknown).
+    from clowder_ml.tasks.image_finetune import choose_base
+
+    assert DEFAULT_BASE_MODEL == "auto"
+    assert [choose_base("auto", s) for s in (8, 32, 33, 224, None)] == [
+        "small-cnn", "small-cnn", "efficientnet-lite0", "efficientnet-lite0",
+        "efficientnet-lite0"]
+    assert choose_base("small-cnn", 500) == "small-cnn"
+    assert choose_base("vit@latest", 8) == "vit@latest"
     p = ft.parse_params({"model_name": "m", "base_model": "vit@latest"})
     assert [getattr(p, n) for n in ft.model_params] == ["vit@latest"]
     with pytest.raises(ValidationFailed, match="nope"):
@@ -202,3 +212,34 @@ def test_a_registered_hf_image_model_is_fine_tuned_with_its_preprocessing(tmp_pa
     assert result["global_step"] == 4
     model, id2label = image_models.load_classifier(tmp_path / "vit-run/out")
     assert id2label == {0: "blue", 1: "red"} and model.config.model_type == "vit"
+
+
+def test_defaults_fine_tune_the_pretrained_backbone_at_the_images_own_size(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images larger than tiny get the built-in efficientnet-lite0 at their own size (48 px,
+    within 32-224), its learning rate, and a manifest naming the weights' source."""
+    from clowder_ml.ml import efficientnet_lite
+    from clowder_ml.tasks import image_finetune
+
+    monkeypatch.setenv("CLOWDER_ML_CACHE_DIR", str(tmp_path / "cache" / "blobs"))
+    monkeypatch.delenv("CLOWDER_ML_SHARED_DIR", raising=False)
+    files = {f"{c}/{i}.png": png(rgb, size=48) for c, rgb in (("red", RED), ("blue", BLUE))
+             for i in range(4)}
+    root = write(tmp_path / "ds", files)
+    params = ImageFinetuneParams(model_name="pretrained", max_steps=2, batch_size=4,
+                                 validation_split=0.25)
+    result = image_finetune.run(_ctx(tmp_path, root, params, "ft"))
+    assert (result["base_model"], result["image_size"]) == ("efficientnet-lite0", 48)
+    assert result["learning_rate"] == DEFAULT_LEARNING_RATES["efficientnet-lite0"]
+    assert result["training"]["reason"] == "max_steps"
+    model = tmp_path / "ft/outputs/model"
+    loaded, id2label = image_models.load_classifier(model)
+    assert id2label == {0: "blue", 1: "red"}
+    assert loaded.config.model_type == efficientnet_lite.MODEL_TYPE
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert {"kind": "builtin", "ref": "efficientnet-lite0",
+            "source": efficientnet_lite.SOURCE_PACKAGE,
+            "sha256": efficientnet_lite.SOURCE_SHA256} in manifest["inputs"]
+    assert "fine-tuned from `efficientnet-lite0`" in (model / "README.md").read_text()
+    # The converted backbone is cached on the node for the next job.
+    assert list((tmp_path / "cache" / "builtin-models").glob("efficientnet-lite0-*"))
