@@ -24,7 +24,7 @@ from clowder_ml.settings import Settings, is_placeholder
 
 each = pytest.mark.parametrize("overlay", OVERLAYS)
 
-K8S_VERSION = "1.32"  # the Kubernetes the manifests are checked against (Debian's kubectl)
+K8S_VERSION = "1.32"  # the Kubernetes the manifests are checked against (this kubectl's)
 CRD_SCHEMA = Path(__file__).parent / "data" / "raycluster-v1.schema.json"
 RAY_CLUSTER = "clowder-ml-ray"
 WORKER = {"ray.io/cluster": RAY_CLUSTER, "ray.io/node-type": "worker", "ray.io/group": "cpu",
