@@ -109,6 +109,31 @@ def _agree_on_workers(task: TaskDef, spec: JobSpec, params: TaskParams
     return spec, task.parse_params(new_params)
 
 
+def _agree_on_gpus(task: TaskDef, spec: JobSpec, params: TaskParams
+                   ) -> tuple[JobSpec, TaskParams]:
+    """A task that can train on a GPU (a ``use_gpu`` param) gets one only when the job
+    reserves one: when only one of the two is given the other follows it (``use_gpu=true``
+    reserves 1 GPU; reserved GPUs set ``use_gpu``), and when both are given and disagree the
+    job is refused, instead of silently training on the CPU or holding an idle GPU."""
+    if "use_gpu" not in type(params).model_fields:
+        return spec, params
+    r = spec.resources
+    given = "use_gpu" in spec.params
+    explicit = "gpus" in r.model_fields_set
+    use_gpu = bool(params.model_dump(include={"use_gpu"})["use_gpu"])
+    if given and explicit and use_gpu != (r.gpus > 0):
+        raise ValidationFailed(
+            f"use_gpu={str(use_gpu).lower()} disagrees with the job's resources.gpus "
+            f"({r.gpus:g}).",
+            "Ask for a GPU once: --gpus N (resources.gpus) or --param use_gpu=true.")
+    if given and use_gpu and not explicit:
+        return spec.model_copy(update={"resources": r.model_copy(update={"gpus": 1.0})}), params
+    if not given and r.gpus > 0:
+        new_params = {**spec.params, "use_gpu": True}
+        return spec.model_copy(update={"params": new_params}), task.parse_params(new_params)
+    return spec, params
+
+
 def _check_can_add_predictions(s: Session, user: User, pinned: list[InputRef]) -> None:
     """Predictions are added to the input dataset as a new version: refuse the job now,
     not after it ran, when the user cannot write to that dataset."""
@@ -134,6 +159,7 @@ def submit(s: Session, user: User, spec: JobSpec, registry: TaskRegistry) -> Job
     task = registry.get(spec.task)
     params = task.parse_params(spec.params)
     spec, params = _agree_on_workers(task, spec, params)
+    spec, params = _agree_on_gpus(task, spec, params)
     refs = [InputRef(kind="model", ref=str(value), mount=name) for name in task.model_params
             if (value := getattr(params, name, None)) and value not in BUILTIN_MODELS]
     pinned = [_pin(s, user, item) for item in [*spec.inputs, *refs]]

@@ -91,3 +91,30 @@ def test_concurrent_final_changes_one_wins(api: Api) -> None:
             job = jobs.get(s, alice, job_id)
             assert job.state in ("succeeded", "cancelled")
             assert [e.state for e in jobs.events(s, job)][-1] == job.state
+
+
+@pytest.mark.parametrize(("params", "resources", "expect"), [
+    ({"use_gpu": True}, {}, (201, True, 1.0)),  # use_gpu reserves a GPU
+    ({}, {"gpus": 1}, (201, True, 1.0)),  # a reserved GPU is used
+    ({}, {}, (201, False, 0.0)),
+    ({"use_gpu": True}, {"gpus": 0}, (422, None, None)),  # would train on the CPU
+    ({"use_gpu": False}, {"gpus": 2}, (422, None, None)),  # would hold idle GPUs
+])
+def test_use_gpu_and_reserved_gpus_agree(sqlite_api: Api, params: dict[str, object],
+                                         resources: dict[str, object],
+                                         expect: tuple[int, bool | None, float | None]
+                                         ) -> None:
+    api = sqlite_api
+    api.dataset("reviews", files={"train.csv": b"text,label\ngood,pos\nbad,neg\n"})
+    r = api.client.post("/api/v1/jobs", headers=api.h(), json={
+        "task": "text-classification-finetune", "inputs": [{"kind": "dataset",
+                                                             "ref": "reviews"}],
+        "params": {"model_name": "m", **params}, "resources": resources})
+    status, use_gpu, gpus = expect
+    assert r.status_code == status, r.text
+    if status == 201:
+        spec = r.json()["spec"]
+        assert (spec["params"].get("use_gpu", False), spec["resources"]["gpus"]) == (use_gpu,
+                                                                                    gpus)
+    else:
+        assert "use_gpu" in r.json()["error"]["message"]
