@@ -26,6 +26,20 @@ def is_placeholder(value: str) -> bool:
     return any(mark in squashed for mark in PLACEHOLDER_MARKS)
 
 
+def url_placeholder(url: str) -> str | None:
+    """Which part of ``url`` is a placeholder (``"password"`` or ``"host"``), or None."""
+    try:
+        parts = urlsplit(url)
+        password, host = parts.password, parts.hostname
+    except ValueError:  # not a URL after all; its own field checks it
+        return None
+    if password is not None and is_placeholder(password):
+        return "password"
+    if host is not None and is_placeholder(host):
+        return "host"
+    return None
+
+
 class RayNodeType(BaseModel):
     """One node type the cluster's autoscaler may add, in the shape of Ray's autoscaler config
     (``available_node_types.<name>``: ``resources`` with ``CPU``, ``GPU``, ``memory`` in bytes,
@@ -169,8 +183,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:
-        """Refuse a placeholder where a secret belongs: any secret setting, a password in a
-        URL setting (``DATABASE_URL``...), a value of ``JOB_ENV``. Never echoes the value."""
+        """Refuse a placeholder where a secret belongs: any secret setting, a password or
+        host in a URL setting (``DATABASE_URL``, ``CLOWDER_URL``...), a value of ``JOB_ENV``.
+        Never echoes the value."""
         bad: list[str] = []
         for name in type(self).model_fields:
             value = getattr(self, name)
@@ -178,12 +193,9 @@ class Settings(BaseSettings):
             if isinstance(value, SecretStr) and is_placeholder(value.get_secret_value()):
                 bad.append(env)
             elif isinstance(value, str) and "://" in value:
-                try:
-                    password = urlsplit(value).password
-                except ValueError:  # not a URL after all; its own field checks it
-                    password = None
-                if password is not None and is_placeholder(password):
-                    bad.append(f"{env} (its password)")
+                part = url_placeholder(value)
+                if part is not None:
+                    bad.append(f"{env} (its {part})")
             elif isinstance(value, dict):
                 bad += [f"{env}[{key!r}]" for key, v in value.items()
                         if isinstance(v, str) and is_placeholder(v)]

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from clowder_ml.cli.common import err_console, print_json, run
+from clowder_ml.cli.common import err_console, load_settings, print_json, run
 
 clowder_app = typer.Typer(help="Run tasks as Clowder v2 extractors.", no_args_is_help=True)
 
@@ -69,12 +69,18 @@ def listen_cmd(
     from clowder_ml.clowder.listener import Listener
     from clowder_ml.db import migrate
     from clowder_ml.services.platform import Platform
-    from clowder_ml.settings import Settings
+    from clowder_ml.settings import url_placeholder
 
     overrides: dict[str, Any] = {"clowder_url": clowder_url}
     if data_dir:
         overrides["data_dir"] = data_dir
-    settings = Settings(**overrides)
+    settings = load_settings(**overrides)  # refused settings end the command here
+    part = url_placeholder(rabbitmq_uri)
+    if part is not None:
+        err_console.print(f"[bold red]Settings refused[/]: --rabbitmq-uri "
+                          f"(CLOWDER_ML_RABBITMQ_URI): its {part} is a placeholder; set the "
+                          "real RabbitMQ URI.")
+        raise typer.Exit(2)
     logs.configure(log_level, settings.log_json)
 
     def build() -> Listener:

@@ -20,9 +20,10 @@ from clowder_ml.errors import ClowderMLError
 
 if TYPE_CHECKING:
     from clowder_ml.client import Client
+    from clowder_ml.settings import Settings
 
-__all__ = ["JsonOpt", "console", "err_console", "human_size", "make_client", "print_json",
-           "run"]
+__all__ = ["JsonOpt", "console", "err_console", "human_size", "load_settings", "make_client",
+           "print_json", "run"]
 
 #: Human-readable output (tables, messages) goes to stdout through this console.
 console = Console()
@@ -41,6 +42,26 @@ def make_client() -> Client:
     from clowder_ml.client import Client
 
     return Client()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The server's settings (environment plus ``overrides``), for the commands that run
+    server parts (``serve``, ``clowder listen``). Refused settings (a placeholder secret, a
+    malformed value) are printed naming the setting and why, never the value (it may be a
+    secret), and end the command with exit status 2 before anything starts."""
+    from pydantic import ValidationError
+
+    from clowder_ml.settings import Settings
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        for err in exc.errors(include_input=False, include_url=False):
+            where = ".".join(map(str, err["loc"]))
+            why = err["msg"].removeprefix("Value error, ")
+            err_console.print(f"[bold red]Settings refused[/]: {where + ': ' if where else ''}"
+                              f"{why}")
+        raise typer.Exit(2) from None
 
 
 def run(fn: Callable[[], T]) -> T:

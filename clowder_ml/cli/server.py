@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from clowder_ml.cli.common import err_console, run
+from clowder_ml.cli.common import err_console, load_settings, run
 
 
 def serve(
@@ -23,24 +23,12 @@ def serve(
 ) -> None:
     """Start the API server (embedded defaults: SQLite and blobs in the data folder)."""
     import uvicorn
-    from pydantic import ValidationError
 
     from clowder_ml import logs
     from clowder_ml.api.app import create_app
-    from clowder_ml.settings import Settings
 
     overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
-    try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:
-        # Refused at start-up (a placeholder secret, a malformed value): say which setting
-        # and why, never the values (they may be secrets), and exit before serving anything.
-        for err in exc.errors(include_input=False, include_url=False):
-            where = ".".join(map(str, err["loc"]))
-            why = err["msg"].removeprefix("Value error, ")
-            err_console.print(f"[bold red]Settings refused[/]: {where + ': ' if where else ''}"
-                              f"{why}")
-        raise typer.Exit(2) from None
+    settings = load_settings(**overrides)  # refused settings end the command here
     logs.configure(log_level, settings.log_json)
     local = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
     url = settings.public_url or local

