@@ -34,6 +34,7 @@ from clowder_ml.errors import (
     NotFound,
     ServiceUnavailable,
     TooManyAttempts,
+    UploadFinalizing,
     ValidationFailed,
     error_from_payload,
 )
@@ -130,6 +131,14 @@ def _ref(ref: str) -> str:
     return ref.replace("/", ":", 1)
 
 
+def _retry_after(resp: httpx.Response, default: float = 1.0) -> float:
+    """Seconds the server asked to wait (``Retry-After``, in seconds), else ``default``."""
+    try:
+        return max(0.1, float(resp.headers.get("retry-after", default)))
+    except ValueError:
+        return default
+
+
 def _encode_metadata(meta: dict[str, str]) -> str:
     """tus Upload-Metadata; an empty value is sent as the bare key (no trailing space)."""
     return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" if v else k
@@ -173,6 +182,9 @@ class Client:
         if isinstance(err, TooManyAttempts):
             with contextlib.suppress(ValueError):
                 err.retry_after = max(1, int(resp.headers.get("retry-after", "1")))
+        elif isinstance(err, ServiceUnavailable) and "retry-after" in resp.headers:
+            with contextlib.suppress(ValueError):
+                err.retry_after_s = max(1, int(resp.headers["retry-after"]))
         raise err
 
     def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
@@ -409,11 +421,16 @@ class Client:
     def upload(self, local: str | Path, dataset: str, path: str | None = None, *,
                create_dataset: bool = True, unpack: bool = False,
                chunk_size: int = DEFAULT_CHUNK, progress: ProgressFn | None = None,
-               hash_progress: ProgressFn | None = None, retries: int = 5) -> dict[str, Any]:
+               hash_progress: ProgressFn | None = None, retries: int = 5,
+               finalize_wait_s: float = 300.0) -> dict[str, Any]:
         """Upload a file by tus, resuming an earlier attempt; returns the upload's status
         (with the dataset ``version`` it created).
 
-        ``unpack=True`` unpacks a zip into the dataset (``path`` is then the folder).
+        ``unpack=True`` unpacks a zip into the dataset (``path`` is then the folder). When
+        every byte arrived but the server could not add the file to the dataset yet (503: the
+        dataset was busy, a passing failure), the upload is kept there ("finalizing"); this
+        call waits for it as the server's ``Retry-After`` paces, up to ``finalize_wait_s``,
+        without sending a byte again.
         """
         local = Path(local)
         st = local.stat()
@@ -477,6 +494,17 @@ class Client:
                     time.sleep(0.2 * failures)
                     offset = self._tus_offset(upload_url)
                     continue
+                if resp.status_code == 503:  # bytes kept; not in the dataset yet: re-sync
+                    failures += 1
+                    if failures > retries:
+                        self._check(resp)
+                    time.sleep(min(_retry_after(resp), 0.5 * failures))
+                    offset = self._tus_offset(upload_url)
+                    if progress:
+                        progress(offset, st.st_size)
+                    if offset >= st.st_size:
+                        break  # all arrived: _finish_upload waits for the commit
+                    continue
                 if resp.status_code >= 400:
                     if resp.status_code in (410, 460) or resp.status_code == 422:
                         self.resume_store.drop(key)
@@ -487,11 +515,36 @@ class Client:
                     progress(offset, st.st_size)
                 if st.st_size == 0:
                     break
-        status = dict(self._json("GET", httpx.URL(upload_url).path))
+        status = self._finish_upload(upload_url, st.st_size, finalize_wait_s)
         self.resume_store.drop(key)
         if status.get("state") == "failed":
             raise ValidationFailed(f"Upload failed on the server: {status.get('error')}")
         return status
+
+    def _finish_upload(self, upload_url: str, size: int, wait_s: float) -> dict[str, Any]:
+        """The upload's status once it left "finalizing": every byte is on the server, which
+        retries adding the file by itself; an empty PATCH at the full offset asks it to try
+        again now, as often as its ``Retry-After`` says, for up to ``wait_s``."""
+        deadline = time.monotonic() + wait_s
+        path = httpx.URL(upload_url).path
+        while True:
+            status = dict(self._json("GET", path))
+            if status.get("state") != "finalizing":
+                return status
+            if time.monotonic() >= deadline:
+                raise UploadFinalizing(
+                    f"Every byte arrived, but the server has not added the file to the "
+                    f"dataset yet: {status.get('error') or 'the dataset is busy'}.",
+                    "The upload is kept and the server keeps trying; run the same upload "
+                    "again later to see it finish (nothing is sent twice).")
+            resp = self.http.patch(upload_url, content=b"", headers={
+                **TUS, "Upload-Offset": str(size), "Content-Length": "0",
+                "Content-Type": "application/offset+octet-stream"})
+            if resp.status_code < 400:
+                continue  # added now: read the status
+            if resp.status_code != 503:
+                self._check(resp)
+            time.sleep(max(0.0, min(_retry_after(resp), deadline - time.monotonic())))
 
     def _wait_for_offset(self, upload_url: str, offset: int, failures: int, retries: int,
                          cause: Exception) -> tuple[int, int]:

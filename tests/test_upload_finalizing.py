@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import sqlite3
 import time
@@ -179,3 +180,45 @@ def test_server_killed_with_a_kept_upload_commits_it_at_start_up(server: ServerP
     got = httpx.get(server.url + "/api/v1/datasets/d/files/f.bin", headers=auth)
     assert got.content == data
     assert not list((server.data_dir / "uploads").glob("*.part"))
+
+
+def test_the_sdk_waits_for_a_kept_upload_without_sending_it_again(server: ServerProcess,
+                                                                  tmp_path: Path) -> None:
+    """The SDK's upload meets 503 on its last PATCH (the commit fails): it waits, nudging
+    the server as Retry-After paces, and returns the completed status once the fault is
+    gone; the file's bytes crossed the wire once."""
+    import threading
+
+    from clowder_ml.client import Client, ResumeStore
+
+    src = tmp_path / "f.bin"
+    data = os.urandom(300_000)
+    src.write_bytes(data)
+    client = Client(server.url, server.token(), resume_store=ResumeStore(tmp_path / "r.json"))
+    client.create_dataset("d")
+    sent: list[int] = []
+    arrived = threading.Event()
+
+    def progress(done: int, total: int) -> None:
+        sent.append(done)
+        if done == total:
+            arrived.set()
+
+    out: dict[str, object] = {}
+    with commits_fail(f"sqlite:///{server.data_dir / 'clowder-ml.sqlite3'}"):
+        worker = threading.Thread(target=lambda: out.update(status=client.upload(
+            src, "d", "f.bin", chunk_size=100_000, progress=progress, finalize_wait_s=120)))
+        worker.start()
+        assert arrived.wait(60), (sent, out)
+        # The last PATCH was refused (503): the upload is kept, finalizing, and the SDK waits.
+        [record] = json.loads((tmp_path / "r.json").read_text()).values()
+        upload_id = str(record["url"]).rsplit("/", 1)[1]
+        st = client.upload_status(upload_id)
+        assert st["state"] == "finalizing" and "injected fault" in str(st["error"]), st
+        assert worker.is_alive()
+    worker.join(120)
+    status = out["status"]
+    assert isinstance(status, dict) and status["state"] == "completed", status
+    assert status["version"] == 1
+    assert client.download("d", "f.bin", tmp_path / "back.bin").read_bytes() == data
+    assert sent == [0, 100_000, 200_000, 300_000]  # each piece sent once
