@@ -35,6 +35,7 @@ from clowder_ml.ml.models import read_safe_config
 SMALL_CNN = "small-cnn"
 SMALL_CNN_TYPE = "clowder-small-cnn"
 DEFAULT_SMALL_CNN_SIZE = 64
+DEFAULT_SMALL_CNN_WIDTHS = (32, 64, 128)
 PREPROCESSOR_FILE = "preprocessor_config.json"
 
 
@@ -48,7 +49,10 @@ class SmallCnnConfig(PretrainedConfig):  # type: ignore[no-untyped-call]
                  **kwargs: Any) -> None:
         self.num_channels = num_channels
         self.image_size = image_size
-        self.hidden_sizes = list(hidden_sizes or [16, 32, 64])
+        # 32-64-128 channels: on 32-px digits (bench/quality.py's digits) it reached 0.974
+        # held-out accuracy with epochs=auto where 16-32-64 reached 0.957-0.967 (about 4x the
+        # arithmetic per image, still ~10 MFLOPs at 32 px, and it converges in fewer epochs).
+        self.hidden_sizes = list(hidden_sizes or DEFAULT_SMALL_CNN_WIDTHS)
         self.dropout = dropout
         super().__init__(**kwargs)
 
