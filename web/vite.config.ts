@@ -7,13 +7,18 @@ import { defineConfig } from "vite";
 
 const outDir = fileURLToPath(new URL("../clowder_ml/api/static", import.meta.url));
 const monacoEsm = fileURLToPath(new URL("node_modules/monaco-editor/esm/vs/", import.meta.url));
+const workerManager = fileURLToPath(new URL("src/editor/workerManager.ts", import.meta.url));
 
 export default defineConfig({
   plugins: [react()],
   resolve: {
     // y-monaco imports monaco-editor/esm/vs/..., a path monaco-editor 0.57's "exports" map
     // no longer exposes; point it at the same files.
-    alias: [{ find: /^monaco-editor\/esm\/vs\/(.*)$/, replacement: `${monacoEsm}$1` }],
+    alias: [
+      { find: /^monaco-editor\/esm\/vs\/(.*)$/, replacement: `${monacoEsm}$1` },
+      // monaco-yaml's worker manager, adapted to monaco 0.57's worker API (see the file).
+      { find: /^monaco-worker-manager$/, replacement: workerManager },
+    ],
   },
   build: {
     outDir,

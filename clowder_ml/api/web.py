@@ -8,8 +8,8 @@ Contract:
   (``/datasets/x``) survive a reload. Server paths are never shadowed: ``/api`` and the
   paths in ``SERVER_PATHS`` do not match this route at all, so an unknown API path still
   answers the API's JSON 404 and a wrong method its 405.
-* Every response of this route carries ``UI_CONTENT_SECURITY_POLICY``, unless a header of
-  that name is already set by the time it is sent (a security middleware may own it).
+* Its responses get the UI's Content-Security-Policy (and the other security headers) from
+  :mod:`clowder_ml.api.security_headers`, the one place that sets them.
 * Without a build the route answers 503 with how to build it; the API works regardless.
 """
 
@@ -25,16 +25,6 @@ from starlette.routing import Match, Route
 from starlette.types import Scope
 
 STATIC_DIR = Path(__file__).parent / "static"
-
-# What the UI needs and no more: no inline scripts and no eval (Monaco's workers are bundled
-# files, started as same-origin or blob: workers), inline styles (Monaco and uPlot set them),
-# WebSockets to this server (job logs, co-editing).
-UI_CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data: blob:; font-src 'self' data:; worker-src 'self' blob:; "
-    "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; "
-    "form-action 'self'; object-src 'none'"
-)
 
 # Paths the server answers itself (besides everything under /api/): never the app's.
 SERVER_PATHS = frozenset({"/docs", "/redoc", "/openapi.json", "/healthz", "/readyz",
@@ -75,9 +65,7 @@ def _file_in(root: Path, rel: str) -> Path | None:
 
 
 def _with_headers(response: Response, cache: str) -> Response:
-    response.headers.setdefault("Content-Security-Policy", UI_CONTENT_SECURITY_POLICY)
     response.headers["Cache-Control"] = cache
-    response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
 

@@ -63,7 +63,7 @@ class CollabHub(WebsocketServer):
                          exception_handler=_log_exception, log=log)
         self.platform = platform
         self.store = DocumentStore(platform.settings.resolved_data_dir / "documents")
-        self._loading: dict[str, anyio.Lock] = {}
+        self._locks: dict[str, anyio.Lock] = {}
         self._task: asyncio.Task[Any] | None = None
 
     # lifecycle ----------------------------------------------------------------------------
@@ -73,8 +73,10 @@ class CollabHub(WebsocketServer):
         await self.started.wait()
 
     async def close(self) -> None:
-        for name in list(self.rooms):
-            await self.delete_room(name=name)
+        """Compact every open draft, then stop the rooms (at server shutdown)."""
+        for name, room in list(self.rooms.items()):
+            await to_thread.run_sync(self.store.replace, DocumentRef.from_room(name),
+                                     room.ydoc.get_update())
         if self.running:
             await self.stop()
         if self._task is not None:
@@ -84,16 +86,22 @@ class CollabHub(WebsocketServer):
 
     # rooms --------------------------------------------------------------------------------
 
+    def _lock(self, name: str) -> anyio.Lock:
+        # One lock per document (kept: a lock replaced while someone waits on it would let
+        # two in): loading, starting and closing its room never interleave, so two first
+        # editors load it once and a newcomer waits for a closing room's draft.
+        return self._locks.setdefault(name, anyio.Lock())
+
     async def get_room(self, name: str) -> YRoom:
         """The room for ``name`` (a ``DocumentRef.room``), loaded and started if needed."""
-        if name not in self.rooms:
-            lock = self._loading.setdefault(name, anyio.Lock())
-            async with lock:
-                if name not in self.rooms:
-                    self.rooms[name] = await self._load_room(DocumentRef.from_room(name))
-            self._loading.pop(name, None)
-        room: YRoom = self.rooms[name]
-        await self.start_room(room)
+        room: YRoom | None = self.rooms.get(name)
+        if room is None or not room.started.is_set():
+            async with self._lock(name):
+                room = self.rooms.get(name)
+                if room is None:
+                    room = await self._load_room(DocumentRef.from_room(name))
+                    self.rooms[name] = room
+                await self.start_room(room)
         return room
 
     async def _load_room(self, ref: DocumentRef) -> YRoom:
@@ -120,15 +128,18 @@ class CollabHub(WebsocketServer):
         return YRoom(ready=True, ydoc=doc, exception_handler=_log_exception, log=log)
 
     async def delete_room(self, *, name: str | None = None, room: YRoom | None = None) -> None:
-        """Close a room, compacting its draft to one state update first."""
+        """Close a room with no editors, compacting its draft to one state update first
+        (an editor who joined meanwhile keeps it open)."""
         if name is None:
             assert room is not None
             name = self.get_room_name(room)
-        current = self.rooms.get(name)
-        if current is not None:
+        async with self._lock(name):
+            current = self.rooms.get(name)
+            if current is None or (current.clients and self.running):
+                return
             await to_thread.run_sync(self.store.replace, DocumentRef.from_room(name),
                                      current.ydoc.get_update())
-        await super().delete_room(name=name)
+            await super().delete_room(name=name)
 
     def presence(self, room: YRoom) -> bytes | None:
         """An awareness message with every editor the room knows of, for a newcomer (so

@@ -76,6 +76,35 @@ def test_two_editors_converge_on_the_file_text(site: Site) -> None:
     anyio.run(scenario)
 
 
+def test_editors_arriving_together_share_one_room_that_outlives_their_visits(
+        site: Site) -> None:
+    ds = site.dataset("together", {"config.py": b"n = 0\n"})
+    url = site.srv.url
+
+    async def one(i: int) -> None:
+        async with editor(url, ds["id"], "config.py", site.admin) as e:
+            with e.doc.transaction():
+                e.text.insert(len(e.text), f"x{i} = {i}\n")
+            await e.wait_for(lambda t: all(f"x{k} = {k}" in t for k in range(4)))
+
+    async def scenario() -> None:
+        # Four first editors at once: the room is loaded and started once.
+        async with anyio.create_task_group() as tg:
+            for i in range(4):
+                tg.start_soon(one, i)
+        # Everyone left (the room closed, its draft compacted); leave and come back quickly.
+        for round_ in range(3):
+            async with editor(url, ds["id"], "config.py", site.admin) as e:
+                assert all(f"x{i} = {i}" in str(e.text) for i in range(4))
+                assert str(e.text).startswith("n = 0\n")
+                with e.doc.transaction():
+                    e.text.insert(len(e.text), f"r{round_} = 1\n")
+                async with editor(url, ds["id"], "config.py", site.admin) as witness:
+                    await witness.wait_for(lambda t, r=round_: f"r{r} = 1" in t)
+
+    anyio.run(scenario)
+
+
 def test_a_reader_sees_changes_but_the_server_drops_theirs(site: Site) -> None:
     ds = site.dataset("shared", {"train.py": b"print(1)\n"})
     reader = site.user("reader")

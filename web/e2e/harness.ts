@@ -77,14 +77,18 @@ export class Session {
     await this.page.getByRole("heading", { name: "Datasets", exact: true }).waitFor();
   }
 
-  /** Screenshots of the current page, wide and narrow (the viewport is restored). */
+  /** Screenshots of the current page, wide and narrow (the viewport is restored). On the
+   *  narrow window nothing may stick out sideways (tables scroll inside their own box). */
   async shoot(name: string, { narrow = true }: { narrow?: boolean } = {}): Promise<void> {
     await this.page.screenshot({ path: join(this.config.shots, `${name}-1280.png`) });
     if (narrow) {
       await this.page.setViewportSize(NARROW);
       await this.page.screenshot({ path: join(this.config.shots, `${name}-narrow.png`),
         fullPage: true });
+      const wide = await overflowing(this.page);
       await this.page.setViewportSize(WIDE);
+      assert(wide.length === 0, `${name}: wider than a ${NARROW.width}px window: ${
+        wide.join("; ")}`);
     }
   }
 
@@ -95,6 +99,41 @@ export class Session {
   async close(): Promise<void> {
     await this.context.close();
   }
+}
+
+// Runs in the page. A string, not a function: tsx would wrap named inner functions in a
+// helper (__name) that does not exist in the page.
+const OVERFLOWING = `(() => {
+  const width = document.documentElement.clientWidth;
+  if (document.documentElement.scrollWidth <= width) return [];
+  // Inside a scrolling box is fine, unless the element is positioned against something
+  // outside it (an absolute box escapes its scroller unless the scroller is positioned).
+  function inScroller(el) {
+    let escapes = getComputedStyle(el).position === "absolute";
+    for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+      const style = getComputedStyle(p);
+      if (style.overflowX !== "visible" && !escapes) return true;
+      if (escapes && style.position !== "static") escapes = false;
+    }
+    return false;
+  }
+  const out = [];
+  for (const el of Array.from(document.querySelectorAll("body *"))) {
+    const r = el.getBoundingClientRect();
+    if (r.width > 0 && r.right > width + 1 && !inScroller(el)) {
+      const cls = typeof el.className === "string" && el.className
+        ? "." + el.className.split(" ").join(".") : "";
+      out.push(el.tagName.toLowerCase() + cls + " (right " + Math.round(r.right) + "): "
+        + (el.textContent || "").slice(0, 40));
+    }
+    if (out.length >= 5) break;
+  }
+  return out.length ? out : ["the page is " + document.documentElement.scrollWidth + "px wide"];
+})()`;
+
+/** Elements that make the page wider than the window (outside any scrolling box). */
+export async function overflowing(page: Page): Promise<string[]> {
+  return page.evaluate(OVERFLOWING) as Promise<string[]>;
 }
 
 export async function editorText(page: Page): Promise<string> {

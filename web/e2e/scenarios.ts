@@ -36,7 +36,8 @@ async function withSession<T>(browser: Browser, config: Config, user: string,
 async function openEditor(s: Session, datasetId: string, path: string): Promise<void> {
   await s.page.goto(`${s.config.url}/datasets/${datasetId}/edit?path=${encodeURIComponent(path)}`);
   await s.page.locator(".monaco-editor .view-lines").waitFor();
-  await s.page.getByRole("status").filter({ hasText: /^Live/ }).waitFor();
+  // A loaded machine may take a while to load the room: wait for it, not for a clock.
+  await s.page.getByRole("status").filter({ hasText: /^Live/ }).waitFor({ timeout: 60_000 });
 }
 
 export const SCENARIOS: Scenario[] = [
@@ -46,13 +47,18 @@ export const SCENARIOS: Scenario[] = [
       const s = await Session.open(browser, config);
       try {
         const { page } = s;
-        await page.goto(`${config.url}/`);
+        const response = await page.goto(`${config.url}/`);
+        // The page runs under the server's policy (any violation fails the scenario).
+        const csp = response?.headers()["content-security-policy"] ?? "";
+        assert(csp.includes("script-src 'self'") && csp.includes("worker-src 'self' blob:"),
+               `the UI's Content-Security-Policy is ${JSON.stringify(csp)}`);
         await page.getByLabel("Username").fill("admin");
         await page.getByLabel("Password").fill("not the password");
         await page.getByRole("button", { name: "Log in" }).click();
         await page.getByRole("alert").filter({ hasText: "Wrong username or password" }).waitFor();
         await s.shoot("login-failed");
         await s.login("admin");
+        await page.getByText(/No datasets yet/).waitFor();
         await s.shoot("datasets-empty");
         await page.getByRole("button", { name: "Log out" }).click();
         await page.getByRole("heading", { name: "Log in to clowder-ml" }).waitFor();
@@ -251,6 +257,41 @@ export const SCENARIOS: Scenario[] = [
     },
   },
   {
+    name: "the Code tab edits the task's settings file, checked against its params schema",
+    needs: ["datasetId"],
+    async run(browser, config) {
+      await withSession(browser, config, "admin", async (s) => {
+        const { page } = s;
+        await page.goto(`${config.url}/run`);
+        await page.getByLabel("Task").selectOption("text-classification-finetune");
+        await page.getByLabel("Input dataset").selectOption({ label: "admin:reviews" });
+        await page.getByRole("tab", { name: "Code" }).click();
+        await page.getByLabel("File for").selectOption("params_file");
+        // JSON (Monaco's JSON worker) and YAML (monaco-yaml's worker) settings files are
+        // both checked against the task's params schema: batch_size must be at least 1.
+        const problems = page.locator(".monaco-editor .squiggly-warning, "
+          + ".monaco-editor .squiggly-error");
+        for (const [path, text] of [["params.json", '{"batch_size": 0'],
+          ["params.yaml", "batch_size: 0"]] as const) {
+          await page.getByLabel(/^Path in reviews/).fill(path);
+          await page.getByRole("button", { name: "Open", exact: true }).click();
+          await page.getByText(`The job reads ${path}`).waitFor();
+          await page.locator(".monaco-editor .view-lines").click();
+          // Monaco closes brackets and quotes itself: type the keys and values only.
+          await page.keyboard.type(text);
+          await problems.first().waitFor();
+          await s.shoot(`run-code-tab-${path.split(".")[1]}`, { narrow: false });
+        }
+        await page.getByRole("button", { name: "Save version" }).click();
+        await page.getByText(/Saved as version \d+/).waitFor();
+        await page.getByRole("tab", { name: "Parameters" }).click();
+        await page.getByText(/Optional parameters/).click();
+        const value = await page.getByLabel(/^Params File/).inputValue();
+        assert(value === "params.yaml", `params_file is ${JSON.stringify(value)}`);
+      });
+    },
+  },
+  {
     name: "two browser contexts co-edit one file; a reader gets a read-only editor",
     needs: ["datasetId"],
     async run(browser, config, state) {
@@ -334,6 +375,30 @@ export const SCENARIOS: Scenario[] = [
           await page.getByRole("heading", { name: "404 · Not found" }).waitFor();
         }
         await s.shoot("not-found");
+      });
+    },
+  },
+  {
+    name: "a running job's live log, then cancel",
+    async run(browser, config) {
+      await withSession(browser, config, "admin", async (s) => {
+        const { page } = s;
+        await page.goto(`${config.url}/run?task=test-sleep`);
+        await page.getByText(/Optional parameters/).click();
+        await page.getByLabel(/^Seconds/).fill("300");
+        await page.getByLabel(/^Lines/).fill("3");
+        await page.getByRole("button", { name: "Start job" }).click();
+        await page.waitForURL(/\/jobs\/[^/]+$/);
+        await page.getByRole("log", { name: "Job log" }).getByText("line 2").waitFor({
+          timeout: 120_000 });
+        await page.locator("h1 .badge", { hasText: "running" }).waitFor();
+        await page.getByRole("button", { name: "Cancel job" }).click();
+        await page.locator("h1 .badge", { hasText: "cancelled" }).waitFor({ timeout: 60_000 });
+        await page.locator("ol.events").getByText("cancelled").first().waitFor();
+        await s.shoot("job-cancelled", { narrow: false });
+        await page.goto(`${config.url}/jobs`);
+        await page.getByRole("table").getByText("cancelled").first().waitFor();
+        await s.shoot("jobs");
       });
     },
   },

@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 out="$(realpath -m "${1:-src/api/schema.d.ts}")"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-CLOWDER_ML_DATA_DIR="$tmp/data" python3 -m clowder_ml.api.openapi_dump > "$tmp/openapi.json"
+# From the repository root, so this checkout's clowder_ml is the one described.
+(cd .. && CLOWDER_ML_DATA_DIR="$tmp/data" python3 -m clowder_ml.api.openapi_dump) \
+  > "$tmp/openapi.json"
 # Fields with a default are optional in requests: not "non-nullable" (required) types.
 node_modules/.bin/openapi-typescript "$tmp/openapi.json" --default-non-nullable false \
   -o "$out" >/dev/null

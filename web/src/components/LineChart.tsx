@@ -8,6 +8,8 @@ import type { MetricSeries } from "../lib/metrics";
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
 const HEIGHT = 220;
+const STEP_TICKS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000,
+  50_000, 100_000, 200_000, 500_000, 1_000_000];
 
 interface Props {
   title: string;
@@ -29,7 +31,8 @@ export function LineChart({ title, series, names }: Props) {
       width: Math.max(200, el.clientWidth),
       height: HEIGHT,
       scales: { x: { time: false } },
-      axes: [{ label: "step" }, {}],
+      // Steps are whole numbers: no ticks between them.
+      axes: [{ label: "step", incrs: STEP_TICKS }, {}],
       series: [
         { label: "step" },
         ...names.map((n, i) => ({

@@ -12,6 +12,7 @@ import { closeReason, colorFor, roomOf } from "../lib/collab";
 import { debounce } from "../lib/debounce";
 import { languageOf } from "../lib/files";
 import { monaco } from "./monaco";
+import { applySchema } from "./schemas";
 
 export type Connection = "connecting" | "connected" | "disconnected";
 
@@ -30,7 +31,7 @@ interface Props {
   path: string;
   readOnly: boolean;
   userName: string;
-  /** A JSON schema the text must follow (JSON files: a task's params). */
+  /** A JSON schema the text must follow (JSON and YAML files: a task's params). */
   schema?: object | undefined;
   onState?: (state: EditorState) => void;
   onScan?: (result: ScanResult | null) => void;
@@ -120,13 +121,9 @@ export default function CollabEditor(props: Props) {
   }, [datasetId, path, readOnly, userName]);
 
   useEffect(() => {
-    if (!schema || languageOf(path) !== "json") return;
-    const uri = `cml://dataset/${datasetId}/${path}`;
-    monaco.json.jsonDefaults.setDiagnosticsOptions({
-      validate: true,
-      schemas: [{ uri: `cml://schema/${datasetId}/${path}`, fileMatch: [uri], schema }],
-    });
-    return () => monaco.json.jsonDefaults.setDiagnosticsOptions({ validate: true, schemas: [] });
+    if (!schema) return;
+    return applySchema(monaco.Uri.parse(`cml://dataset/${datasetId}/${path}`).toString(),
+      languageOf(path), schema);
   }, [schema, datasetId, path]);
 
   return <div ref={host} className="monaco-host" data-testid="editor" />;

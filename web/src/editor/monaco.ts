@@ -3,10 +3,13 @@
 import * as monaco from "monaco-editor";
 import EditorWorker from "monaco-editor/editor/editor.worker?worker";
 import JsonWorker from "monaco-editor/language/json/json.worker?worker";
+import YamlWorker from "./yaml.worker?worker";
 
 self.MonacoEnvironment = {
   getWorker(_workerId: string, label: string): Worker {
-    return label === "json" ? new JsonWorker() : new EditorWorker();
+    if (label === "json") return new JsonWorker();
+    if (label === "yaml") return new YamlWorker();
+    return new EditorWorker();
   },
 };
 

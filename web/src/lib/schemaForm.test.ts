@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { errorsByField, fieldsOf, initialValues, paramsOf } from "./schemaForm";
+import {
+  errorsByField, fieldsOf, initialValues, paramsOf, settingsFileSchema,
+} from "./schemaForm";
 import type { JsonSchema } from "./schemaForm";
 
 // The shapes pydantic gives the tasks' params (see GET /api/v1/tasks).
@@ -79,5 +81,14 @@ describe("errorsByField", () => {
       epochs: "Input should be greater than or equal to 1 / Input should be 'auto'",
       "": "validation_file and validation_split are exclusive",
     });
+  });
+});
+
+describe("settingsFileSchema", () => {
+  it("requires nothing of a settings file, which only overrides the form", () => {
+    const file = settingsFileSchema(schema) as JsonSchema;
+    expect(file.required).toBeUndefined();
+    expect(Object.keys(file.properties ?? {})).toEqual(Object.keys(schema.properties ?? {}));
+    expect(schema.required).toEqual(["model_name"]);
   });
 });

@@ -228,3 +228,10 @@ export const FILE_PARAMS: Record<string, { label: string; suggested: string }> =
   preprocess_file: { label: "Preprocessing code", suggested: "preprocess.py" },
   script: { label: "Training script", suggested: "train.py" },
 };
+
+/** A task's params schema as a settings file (params_file) sees it: the file overrides
+ *  what the form sets, so no field is required in it; unknown fields stay errors. */
+export function settingsFileSchema(paramsSchema: object): object {
+  const { required: _required, ...rest } = paramsSchema as { required?: unknown };
+  return rest;
+}

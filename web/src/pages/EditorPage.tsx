@@ -9,6 +9,7 @@ import { ScanFindings } from "../components/ScanFindings";
 import { Loading, LoadError, NotFound } from "../components/Status";
 import CollabEditor from "../editor/CollabEditor";
 import type { EditorState } from "../editor/CollabEditor";
+import { settingsFileSchema } from "../lib/schemaForm";
 import { useLoad } from "../lib/useLoad";
 
 /** /datasets/:ref/edit?path=config.py[&task=NAME]: co-edit one file of a dataset. */
@@ -30,7 +31,8 @@ export default function EditorPage() {
   if (!path) return <NotFound message="No file named: add ?path=… to the address." />;
   if (!ds.data || !user) return <Loading />;
   const readOnly = ds.data.permission !== "write";
-  const schema = tasks.data?.find((t) => t.name === task)?.params_schema;
+  const taskSchema = tasks.data?.find((t) => t.name === task)?.params_schema;
+  const schema = taskSchema ? settingsFileSchema(taskSchema) : undefined;
 
   return (
     <>

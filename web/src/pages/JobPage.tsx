@@ -80,6 +80,7 @@ function LiveJob({ id, initial }: { id: string; initial: Job }) {
       </header>
       <div className="columns">
         <div className="main-col">
+          {!terminal || stream.series.size > 0 ? (
           <section className="card" aria-labelledby="curves-title">
             <h2 id="curves-title">Curves</h2>
             <div className="charts">
@@ -99,6 +100,7 @@ function LiveJob({ id, initial }: { id: string; initial: Job }) {
               </table>
             ) : null}
           </section>
+          ) : null}
           <section className="card" aria-labelledby="log-title">
             <div className="card-head">
               <h2 id="log-title">Log</h2>

@@ -39,7 +39,7 @@ function ModelView({ model, versions, reload }: {
       <header className="page-head">
         <h1>{model.ref}</h1>
         <p className="muted">
-          {model.versions} versions
+          {model.versions} {model.versions === 1 ? "version" : "versions"}
           {model.best_metric ? ` · “best” follows ${model.best_metric} (${model.best_mode})` : ""}
           {writable ? "" : " · read only"}
         </p>

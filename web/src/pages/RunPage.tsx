@@ -14,7 +14,7 @@ import { SchemaForm } from "../components/SchemaForm";
 import { ErrorMessage, Loading, LoadError } from "../components/Status";
 import { debounce } from "../lib/debounce";
 import {
-  errorsByField, FILE_PARAMS, fieldsOf, initialValues, paramsOf,
+  errorsByField, FILE_PARAMS, fieldsOf, initialValues, paramsOf, settingsFileSchema,
 } from "../lib/schemaForm";
 import type { FormValues, JsonSchema } from "../lib/schemaForm";
 import { useLoad } from "../lib/useLoad";
@@ -134,8 +134,10 @@ function TaskRun({ task, dataset }: { task: Task; dataset: Dataset | undefined }
 
   const fileParams = fields.filter((f) => f.name in FILE_PARAMS);
   const errors = { ...serverErrors, ...localErrors };
+  // The Code tab's editor has its own form (Save version), so it sits outside the run form:
+  // forms cannot nest.
   return (
-    <form onSubmit={(e) => void submit(e)} className="run-form" noValidate>
+    <div className="run-form">
       <div role="tablist" aria-label="Parameters or code" className="tabs">
         <button type="button" role="tab" id="tab-form" aria-controls="panel-form"
                 aria-selected={tab === "form"} onClick={() => setTab("form")}>
@@ -149,28 +151,30 @@ function TaskRun({ task, dataset }: { task: Task; dataset: Dataset | undefined }
           Code
         </button>
       </div>
-      <div role="tabpanel" id="panel-form" aria-labelledby="tab-form" hidden={tab !== "form"}
-           className="card">
-        <SchemaForm fields={fields} values={values} errors={errors} onChange={change} />
-      </div>
       {tab === "code" ? (
         <div role="tabpanel" id="panel-code" aria-labelledby="tab-code" className="card">
           <CodeTab task={task} dataset={dataset} fileParams={fileParams.map((f) => f.name)}
                    values={values} onUse={change} />
         </div>
       ) : null}
-      <div className="card inline-form">
-        <label>
-          CPUs
-          <input type="number" min={0.1} step="any" value={cpus}
-                 onChange={(e) => setCpus(e.target.value)} />
-        </label>
-        <button type="submit" className="primary" disabled={busy}>
-          {busy ? "Starting…" : "Start job"}
-        </button>
-        <ErrorMessage error={error} />
-      </div>
-    </form>
+      <form onSubmit={(e) => void submit(e)} noValidate aria-label={`Run ${task.name}`}>
+        <div role="tabpanel" id="panel-form" aria-labelledby="tab-form"
+             hidden={tab !== "form"} className="card">
+          <SchemaForm fields={fields} values={values} errors={errors} onChange={change} />
+        </div>
+        <div className="card inline-form">
+          <label>
+            CPUs
+            <input type="number" min={0.1} step="any" value={cpus}
+                   onChange={(e) => setCpus(e.target.value)} />
+          </label>
+          <button type="submit" className="primary" disabled={busy}>
+            {busy ? "Starting…" : "Start job"}
+          </button>
+          <ErrorMessage error={error} />
+        </div>
+      </form>
+    </div>
   );
 }
 
@@ -236,7 +240,8 @@ function CodeTab({ task, dataset, fileParams, values, onUse }: CodeTabProps) {
           <Suspense fallback={<Loading what="Opening the editor" />}>
             <CollabEditor datasetId={dataset.id} path={open} readOnly={readOnly}
                           userName={user?.username ?? "?"}
-                          schema={open.endsWith(".json") ? task.params_schema : undefined}
+                          schema={/\.(json|ya?ml)$/i.test(open)
+                            ? settingsFileSchema(task.params_schema) : undefined}
                           onState={(s) => setSynced(s.synced)} onScan={setScan} />
           </Suspense>
           <ScanFindings result={scan} />
