@@ -1,8 +1,9 @@
 """Co-editing rooms: one Yjs document per dataset file, shared by every browser that has it
 open (pycrdt-websocket's rooms speaking the y-websocket protocol).
 
-* A room is created when the first editor connects: from the stored draft if there is one,
-  else from the file's text in the dataset's latest version. Every change is appended to the
+* A room is created when the first editor connects: from the stored draft if there is one
+  (unless nobody changed it and the file has a newer version), else from the file's text
+  in the dataset's latest version. Every change is appended to the
   draft store (:class:`clowder_ml.services.documents.DocumentStore`) as it happens, so a
   restarted server serves the same text. A room with no editors left is closed, its draft
   compacted into one state update.
@@ -32,7 +33,12 @@ from pycrdt import (
 from pycrdt.websocket import WebsocketServer, YRoom
 
 from clowder_ml.services import documents
-from clowder_ml.services.documents import COMPACT_AT_BYTES, DocumentRef, DocumentStore
+from clowder_ml.services.documents import (
+    COMPACT_AT_BYTES,
+    DocumentRef,
+    DocumentStore,
+    DraftMeta,
+)
 from clowder_ml.services.platform import Platform
 
 log = logging.getLogger("clowder_ml.collab")
@@ -64,6 +70,7 @@ class CollabHub(WebsocketServer):
         self.platform = platform
         self.store = DocumentStore(platform.settings.resolved_data_dir / "documents")
         self._locks: dict[str, anyio.Lock] = {}
+        self._meta: dict[str, DraftMeta] = {}  # per open room: see DraftMeta
         self._task: asyncio.Task[Any] | None = None
 
     # lifecycle ----------------------------------------------------------------------------
@@ -106,26 +113,49 @@ class CollabHub(WebsocketServer):
 
     async def _load_room(self, ref: DocumentRef) -> YRoom:
         updates = await to_thread.run_sync(self.store.load, ref)
+        meta = await to_thread.run_sync(self.store.meta, ref)
+        # A draft nobody changed follows the file: if a newer version of it was uploaded or
+        # saved since, start again from that.
+        if (updates is not None and meta is not None and not meta.dirty
+                and await to_thread.run_sync(documents.current_sha, self.platform.db, ref)
+                != meta.base):
+            updates = None
         initial = None
         if updates is None:
-            initial = await to_thread.run_sync(documents.initial_text, self.platform.db,
+            initial = await to_thread.run_sync(documents.current_file, self.platform.db,
                                                self.platform.blobs, ref)
         # The Doc is built here, on the event loop thread that will use it.
         doc: Doc[Any] = Doc()
         text = doc.get(ROOM_TEXT, type=Text)
-        if updates is not None:
-            for update in updates:
+        if initial is None:
+            for update in updates or ():
                 doc.apply_update(update)
+            # A draft kept from before drafts had their metadata counts as changed.
+            self._meta[ref.room] = meta or DraftMeta(base="", dirty=True)
         else:
-            text += initial or ""
+            text += initial.text
+            self._meta[ref.room] = DraftMeta(base=initial.sha256, dirty=False)
             await to_thread.run_sync(self.store.replace, ref, doc.get_update())
+            await to_thread.run_sync(self.store.set_meta, ref, self._meta[ref.room])
 
         def persist(event: TransactionEvent) -> None:
             if self.store.append(ref, event.update) > COMPACT_AT_BYTES:
                 self.store.replace(ref, doc.get_update())
+            current = self._meta.get(ref.room)
+            if current is not None and not current.dirty:
+                self._meta[ref.room] = DraftMeta(current.base, dirty=True)
+                self.store.set_meta(ref, self._meta[ref.room])
 
         doc.observe(persist)
         return YRoom(ready=True, ydoc=doc, exception_handler=_log_exception, log=log)
+
+    async def mark_saved(self, ref: DocumentRef, saved: str) -> None:
+        """The draft was saved as ``saved``: that is its new base, and it is unchanged
+        unless someone typed since the text was read."""
+        room = self.rooms.get(ref.room)
+        now = str(room.ydoc.get(ROOM_TEXT, type=Text)) if room is not None else saved
+        self._meta[ref.room] = DraftMeta(documents.sha256_of(saved), dirty=now != saved)
+        await to_thread.run_sync(self.store.set_meta, ref, self._meta[ref.room])
 
     async def delete_room(self, *, name: str | None = None, room: YRoom | None = None) -> None:
         """Close a room with no editors, compacting its draft to one state update first
@@ -140,6 +170,7 @@ class CollabHub(WebsocketServer):
             await to_thread.run_sync(self.store.replace, DocumentRef.from_room(name),
                                      current.ydoc.get_update())
             await super().delete_room(name=name)
+            self._meta.pop(name, None)
 
     def presence(self, room: YRoom) -> bytes | None:
         """An awareness message with every editor the room knows of, for a newcomer (so

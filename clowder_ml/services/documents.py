@@ -2,15 +2,18 @@
 
 A document is one file path in one dataset. While people edit it, its draft is a Yjs
 document (the co-editing rooms in :mod:`clowder_ml.services.collab`); the draft's updates are
-kept in the data folder (``DocumentStore``) so a server restart keeps unsaved work. Saving
-writes the draft's text as the file in a new dataset version; the file's history is the
-list of versions in which its content changed.
+kept in the data folder (``DocumentStore``) so a server restart keeps unsaved work, with the
+file version it started from and whether it was changed since (``DraftMeta``): a draft
+nobody changed follows a newer version of the file, one with unsaved changes is kept.
+Saving writes the draft's text as the file in a new dataset version; the file's history is
+the list of versions in which its content changed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import struct
 from dataclasses import dataclass
@@ -59,6 +62,23 @@ class Access:
     doc: DocumentRef
     dataset_name: str
     writable: bool
+
+
+@dataclass(frozen=True)
+class DraftMeta:
+    """``base``: sha256 of the file's content the draft started from or was last saved as
+    ("" for a new file); ``dirty``: changed since then."""
+
+    base: str
+    dirty: bool
+
+
+@dataclass(frozen=True)
+class FileText:
+    """A file's content in the dataset's latest version (``sha256`` "" when it has none)."""
+
+    sha256: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -114,14 +134,29 @@ class DocumentStore:
 
     def replace(self, doc: DocumentRef, state: bytes) -> None:
         """Make ``state`` (one update holding the whole document) the only record."""
-        path = self.file_for(doc)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(_LEN.pack(len(state)) + state)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        _write_atomically(self.file_for(doc), _LEN.pack(len(state)) + state)
+
+    def meta(self, doc: DocumentRef) -> DraftMeta | None:
+        """What the draft started from (None: a draft from before this was kept)."""
+        try:
+            raw = json.loads(self.file_for(doc).with_suffix(".json").read_text())
+            return DraftMeta(str(raw["base"]), bool(raw["dirty"]))
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+
+    def set_meta(self, doc: DocumentRef, meta: DraftMeta) -> None:
+        data = json.dumps({"base": meta.base, "dirty": meta.dirty}).encode()
+        _write_atomically(self.file_for(doc).with_suffix(".json"), data)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def open_document(db: Database, user: User, dataset_id: str, path: str) -> Access:
@@ -136,25 +171,42 @@ def open_document(db: Database, user: User, dataset_id: str, path: str) -> Acces
         return Access(doc, ds.name, writable)
 
 
-def initial_text(db: Database, blobs: LocalBlobStore, doc: DocumentRef) -> str:
-    """The file's text in the dataset's latest version ("" for a new file)."""
+def _latest_row(db: Database, doc: DocumentRef) -> VersionFile | None:
     with db.session() as s:
         ds = s.get(Dataset, doc.dataset_id)
         if ds is None:
             raise NotFound("The dataset was deleted.")
         v = datasets.get_version(s, ds, None)
         row = None if v is None else s.get(VersionFile, (v.id, doc.path))
-        if row is None:
-            return ""
-        sha, size = row.sha256, row.size
-    if size > MAX_DOCUMENT_BYTES:
-        raise PayloadTooLarge(f"{doc.path!r} is {size} bytes; the editor opens files up to "
-                              f"{MAX_DOCUMENT_BYTES} bytes.", "Download it instead.")
+        if row is not None:
+            s.expunge(row)
+        return row
+
+
+def current_sha(db: Database, doc: DocumentRef) -> str:
+    """sha256 of the file in the dataset's latest version ("" when it has no such file)."""
+    row = _latest_row(db, doc)
+    return row.sha256 if row is not None else ""
+
+
+def current_file(db: Database, blobs: LocalBlobStore, doc: DocumentRef) -> FileText:
+    """The file's text in the dataset's latest version ("" for a new file); refused when it
+    is too large for the editor or not UTF-8 text."""
+    row = _latest_row(db, doc)
+    if row is None:
+        return FileText("", "")
+    if row.size > MAX_DOCUMENT_BYTES:
+        raise PayloadTooLarge(f"{doc.path!r} is {row.size} bytes; the editor opens files up "
+                              f"to {MAX_DOCUMENT_BYTES} bytes.", "Download it instead.")
     try:
-        return blobs.path(sha).read_bytes().decode("utf-8")
+        return FileText(row.sha256, blobs.path(row.sha256).read_bytes().decode("utf-8"))
     except UnicodeDecodeError:
         raise ValidationFailed(f"{doc.path!r} is not UTF-8 text; the editor opens text only.",
                                "Download it instead.") from None
+
+
+def sha256_of(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def save(db: Database, blobs: LocalBlobStore, settings: Settings, user: User,

@@ -185,6 +185,41 @@ def test_a_new_file_is_saved_from_an_empty_draft(site: Site) -> None:
         assert out["version"]["number"] == 1 and out["path"] == "src/preprocess.py"
 
 
+def test_an_unchanged_draft_follows_the_file_and_a_changed_one_is_kept(site: Site) -> None:
+    ds = site.dataset("follow", {"config.py": b"a = 1\n"})
+    url = site.srv.url
+
+    def upload(content: bytes) -> None:
+        with site.http(site.admin) as h:
+            r = h.post(f"/api/v1/datasets/{ds['id']}/files", files={"file": ("x", content)},
+                       data={"path": "config.py"})
+            assert r.status_code == 201, r.text
+
+    async def text_now() -> str:
+        async with editor(url, ds["id"], "config.py", site.admin) as e:
+            return str(e.text)
+
+    async def append(line: str) -> None:
+        async with editor(url, ds["id"], "config.py", site.admin) as e:
+            with e.doc.transaction():
+                e.text.insert(len(e.text), line)
+            async with editor(url, ds["id"], "config.py", site.admin) as witness:
+                await witness.wait_for(lambda t: t.endswith(line))
+
+    assert anyio.run(text_now) == "a = 1\n"   # a draft exists now, nobody changed it
+    upload(b"a = 2\n")
+    assert anyio.run(text_now) == "a = 2\n"   # so it follows the newer upload
+    anyio.run(append, "b = 3\n")               # an unsaved change...
+    upload(b"a = 4\n")
+    assert anyio.run(text_now) == "a = 2\nb = 3\n"  # ...is kept over a newer upload
+    with site.http(site.admin) as h:
+        saved = h.post("/api/v1/documents/save", json={"dataset": ds["id"],
+                                                       "path": "config.py"}).json()
+        assert saved["changed"] is True
+    upload(b"a = 5\n")                           # saved, so unchanged again: it follows
+    assert anyio.run(text_now) == "a = 5\n"
+
+
 def test_refusals_close_with_the_status_as_code(site: Site) -> None:
     ds = site.dataset("private", {"config.py": b"x = 1\n", "blob.bin": b"\xff\xfe\x00"})
     stranger = site.user("stranger")

@@ -77,6 +77,7 @@ async def save(body: SaveRequest, user: UserDep, platform: PlatformDep, hub: Hub
     version, changed = await to_thread.run_sync(
         documents.save, platform.db, platform.blobs, platform.settings, user, access.doc,
         text, body.message)
+    await hub.mark_saved(access.doc, text)
     return SaveOut(path=access.doc.path, changed=changed,
                    version=VersionOut.model_validate(version))
 
