@@ -55,7 +55,7 @@ def loop_params(p: Any, total: int, length: TrainingLength) -> dict[str, Any]:
         "checkpoint_every_steps": p.checkpoint_every_steps, "max_steps": p.max_steps,
         # About ten points for short runs, one per ten steps for long ones.
         "log_every_steps": min(10, max(1, total // 10)),
-        "keep_best": length.keep_best, "loss_breaks_ties": length.loss_breaks_ties,
+        "keep_best": length.keep_best, "loss_aware": length.loss_aware,
     }
     if hasattr(p, "bf16"):
         out["bf16"] = p.bf16

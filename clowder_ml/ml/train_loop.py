@@ -80,10 +80,11 @@ class TrainParams:
     ``early_stopping_patience``: stop after that many consecutive end-of-epoch evals
     without improving ``eval_<metric>`` (needs eval data and ``eval_every_epoch``).
     ``keep_best``: end with the weights of the best eval (highest ``eval_<metric>``, the
-    earliest of equals) instead of the last weights; needs eval data. ``loss_breaks_ties``:
-    an eval with the same ``eval_<metric>`` as the best but a lower ``eval_loss`` counts as
-    an improvement (for best weights and patience alike): on a small validation set the
-    metric moves in coarse steps and often ties while the model still gets better.
+    earliest of equals) instead of the last weights; needs eval data. ``loss_aware``:
+    an eval with the same ``eval_<metric>`` as the best but a lower ``eval_loss`` is the new
+    best, and any eval with a lower ``eval_loss`` than all before it resets the patience: on
+    a small validation set the metric moves in coarse steps and saturates (one mistake in a
+    hundred) while the model still gets better.
     ``pad_id`` pads ``input_ids`` in dynamically padded batches.
     """
 
@@ -107,7 +108,7 @@ class TrainParams:
     # bfloat16 autocast of the forward pass on a GPU (weights and optimizer stay float32).
     bf16: bool = False
     keep_best: bool = False
-    loss_breaks_ties: bool = False
+    loss_aware: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:
@@ -180,6 +181,7 @@ class _Progress:
     epochs_completed: int = 0
     best_metric: float | None = None
     best_loss: float | None = None
+    lowest_loss: float | None = None  # of every eval so far (loss_aware patience)
     # Where the best eval was and what it measured (checkpoints older than these fields
     # load with the defaults).
     best_step: int | None = None
@@ -918,12 +920,12 @@ def train(
 
 def _record_if_best(progress: _Progress, params: TrainParams) -> bool:
     """Whether the last eval beats every earlier one (``eval_<metric>``, higher is better;
-    with ``loss_breaks_ties`` a lower ``eval_loss`` decides between equals, else the earliest
+    with ``loss_aware`` a lower ``eval_loss`` decides between equals, else the earliest
     of equals stays best); if so, remember where it was and what it measured."""
     value = progress.last_metrics[f"eval_{params.metric}"]
     loss = progress.last_metrics["eval_loss"]
     if progress.best_metric is not None:
-        tie_won = (params.loss_breaks_ties and value == progress.best_metric
+        tie_won = (params.loss_aware and value == progress.best_metric
                    and progress.best_loss is not None and loss < progress.best_loss)
         if value < progress.best_metric or (value == progress.best_metric and not tie_won):
             return False
@@ -940,7 +942,11 @@ def _record_if_best(progress: _Progress, params: TrainParams) -> bool:
 
 def _update_early_stopping(progress: _Progress, params: TrainParams) -> None:
     """Track the best ``eval_<metric>`` (higher is better) and the patience counter."""
-    if _record_if_best(progress, params):
+    loss = progress.last_metrics["eval_loss"]
+    lower_loss = progress.lowest_loss is None or loss < progress.lowest_loss
+    if lower_loss:
+        progress.lowest_loss = loss
+    if _record_if_best(progress, params) or (params.loss_aware and lower_loss):
         progress.patience = 0
     else:
         progress.patience += 1

@@ -4,7 +4,8 @@
 on the held-out split after every epoch, stops once ``patience`` evals in a row brought no
 improvement of the chosen metric, and ends with the weights of the best eval
 (``TrainParams.keep_best``); an eval that ties the best metric with a lower validation
-loss counts as an improvement (``TrainParams.loss_breaks_ties``). The number of epochs is
+loss is the new best, and a validation loss lower than ever before also counts as progress
+(``TrainParams.loss_aware``). The number of epochs is
 capped by a ceiling set from the data size and a step budget:
 ``ceil(step_budget / steps_per_epoch)`` clamped to ``[min_epochs, max_epochs]``, so a small
 set may run many short epochs and a large one stops after a few long ones. The learning
@@ -51,7 +52,7 @@ class TrainingLength:
     ceiling: str = ""
 
     @property
-    def loss_breaks_ties(self) -> bool:
+    def loss_aware(self) -> bool:
         return self.auto
 
 
