@@ -133,7 +133,8 @@ def run(host: str, port: int, data_dir: Path, keep_serving: bool) -> None:
         finetune_and_predict(client, console)
 
     generated = getattr(app.state, "generated_admin_password", None)
-    console.print(f"\n[bold green]clowder-ml is running at {url}[/]  (API docs: {url}/docs)")
+    console.print(f"\n[bold green]clowder-ml is running at {url}[/]  (web UI: {url}/, "
+                  f"API docs: {url}/docs)")
     if generated:
         console.print(f"Log in as [bold]admin[/] with password [bold]{generated}[/] "
                       "(shown once).")
