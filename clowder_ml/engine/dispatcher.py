@@ -148,6 +148,8 @@ class Dispatcher:
                 self._step()
 
     def _step(self) -> None:
+        if self.backend is None and not self._head_needed():
+            return
         backend = self._ensure_backend()
         if backend is None:
             return
@@ -173,6 +175,16 @@ class Dispatcher:
             except EngineUnavailable as exc:
                 self._cluster_unreachable(str(exc))
                 return
+
+    def _head_needed(self) -> bool:
+        """Whether to connect now. A remote cluster: always. The embedded head (about a GiB
+        of memory, seconds to start) waits for the first job, so a server that only stores
+        data runs no Ray; a head a killed server left running is adopted at once."""
+        if self.settings.ray_address:
+            return True
+        left_running = (ray_cluster.ray_temp_dir(self.settings.resolved_data_dir)
+                        / ray_cluster.STATE_FILE).exists()
+        return left_running or bool(self.store.pending()) or bool(self.store.active())
 
     def _ensure_backend(self) -> RayJobsBackend | None:
         if self.backend is not None:
