@@ -31,6 +31,12 @@ class ClowderMLError(Exception):
         """Headers the API adds to this error's response (e.g. ``Retry-After``)."""
         return {}
 
+    @classmethod
+    def sends_retry_after(cls) -> bool:
+        """Whether every answer to this error carries ``Retry-After`` (the API's OpenAPI
+        document declares the header from this)."""
+        return False
+
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
@@ -89,6 +95,14 @@ class UploadOffsetMismatch(Conflict):
     code = "upload_offset_mismatch"
 
 
+class UnusableContent(Conflict):
+    """What the request names exists, but what it holds cannot serve the request: a
+    dataset without files yet, a folder that is not a model, a file that is not text.
+    The request itself is well formed (a 422 is for requests that break the API's schema)."""
+
+    code = "unusable_content"
+
+
 class InvalidJobTransition(Conflict):
     """A job state change the state machine forbids (e.g. anything after a terminal state)."""
 
@@ -108,6 +122,10 @@ class TooManyAttempts(ClowderMLError):
 
     def http_headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+    @classmethod
+    def sends_retry_after(cls) -> bool:
+        return True
 
 
 class Gone(ClowderMLError):
@@ -165,9 +183,10 @@ class UnsafeArchive(ClowderMLError):
     status = 422
 
 
-class UnsupportedFormat(ClowderMLError):
+class UnsupportedFormat(UnusableContent):
+    """A file whose format (or content) does not allow what was asked, e.g. a preview."""
+
     code = "unsupported_format"
-    status = 422
 
 
 class StorageFull(ClowderMLError):
@@ -190,6 +209,10 @@ class ServiceUnavailable(ClowderMLError):
 
     def http_headers(self) -> dict[str, str]:
         return {} if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
+
+    @classmethod
+    def sends_retry_after(cls) -> bool:
+        return cls.retry_after_s is not None
 
 
 class DatasetBusy(ServiceUnavailable):

@@ -93,7 +93,7 @@ def test_session_cookie_is_httponly_and_logout_ends_it(sqlite_api: Api) -> None:
 def test_admin_creates_users_with_validation(api: Api) -> None:
     r = api.client.post("/api/v1/users", json={"username": "alice", "password": "short"},
                         headers=api.h())
-    assert r.status_code == 422 and "Password" in r.json()["error"]["message"]
+    assert r.status_code == 422 and "password" in r.json()["error"]["message"]
     r = api.client.post("/api/v1/users", json={"username": "Bad Name", "password": "longenough"},
                         headers=api.h())
     assert r.status_code == 422

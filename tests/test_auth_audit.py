@@ -124,10 +124,24 @@ def test_only_admins_read_the_audit(sqlite_api: Api) -> None:
 
 @pytest.mark.parametrize("params", [{"action": "LOGIN"}, {"action": "a%"}, {"limit": 501},
                                     {"outcome": "maybe"}, {"actor": "a\x00b"},
-                                    {"since": "9999-12-31T23:59:59-23:59"}])
+                                    {"since": "0.5"}, {"until": "yesterday"}])
 def test_bad_audit_queries_are_422(sqlite_api: Api, params: dict[str, Any]) -> None:
     r = sqlite_api.client.get("/api/v1/audit", params=params, headers=sqlite_api.h())
     assert r.status_code == 422 and r.json()["error"]["code"] == "validation_failed", r.text
+
+
+@pytest.mark.parametrize(("params", "everything"), [
+    ({"since": "9999-12-31T23:59:59-23:59"}, False),  # after the last instant Python has
+    ({"until": "0001-01-01T00:00:00+01:00"}, False),  # before the first
+    ({"since": "0000-01-01T00:00:00Z"}, True),  # RFC 3339 has a year 0; Python does not
+    ({"until": "2999-12-31T23:59:60Z"}, True),  # a leap second
+])
+def test_audit_times_python_cannot_hold_are_the_nearest_end(
+        sqlite_api: Api, params: dict[str, Any], everything: bool) -> None:
+    """Valid RFC 3339 times (the schema's date-time) are never refused."""
+    r = sqlite_api.client.get("/api/v1/audit", params=params, headers=sqlite_api.h())
+    assert r.status_code == 200, r.text
+    assert bool(r.json()["events"]) is everything, r.json()
 
 
 def test_model_sharing_is_audited(sqlite_api: Api) -> None:

@@ -163,7 +163,9 @@ def test_preview_refuses_unknown_and_broken_files(sqlite_api: Api) -> None:
     for path, words in [("x.png", "only CSV"), ("bad.parquet", "Parquet"),
                         ("bad.jsonl", "line 2")]:
         r = api.client.get(f"/api/v1/datasets/d/preview/{path}", headers=api.h())
-        assert r.status_code == 422, path
+        # The request is fine; the file's content does not allow it (409, not 422).
+        assert r.status_code == 409, path
+        assert r.json()["error"]["code"] == "unsupported_format", r.json()
         assert words.lower() in r.json()["error"]["message"].lower(), r.json()
 
 

@@ -19,10 +19,11 @@ from anyio import to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clowder_ml import __version__
-from clowder_ml.api import client_address, security_headers, web
+from clowder_ml.api import client_address, contract, security_headers, web
 from clowder_ml.api.deps import SESSION_COOKIE, reject_nul_path_params
 from clowder_ml.api.middleware import ObservabilityMiddleware
 from clowder_ml.api.origin_check import OriginCheckMiddleware, configured_origins
@@ -46,6 +47,7 @@ from clowder_ml.errors import (
     BadRequest,
     ClowderMLError,
     InternalError,
+    MethodNotAllowed,
     ValidationFailed,
 )
 from clowder_ml.services import accounts, maintenance
@@ -101,6 +103,15 @@ def _http_error(status: int) -> type[ClowderMLError]:
     return InternalError if status >= 500 else BadRequest
 
 
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the app's API routes take at ``path``. As in OpenAPI, a concrete path
+    (``/models/import``) is matched before templated ones (``/models/{name}``)."""
+    matching = [(concrete, methods) for pattern, concrete, methods in app.state.route_methods
+                if pattern.match(path)]
+    concrete = any(c for c, _ in matching)
+    return sorted({m for c, methods in matching if c or not concrete for m in methods})
+
+
 def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for e in exc.errors()[:5]:
@@ -125,8 +136,13 @@ def install_error_handlers(app: FastAPI) -> None:
         cls = _http_error(exc.status_code)
         message = exc.detail if isinstance(exc.detail, str) else "Request failed."
         err = cls(message)
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == MethodNotAllowed.status:
+            # The router names only the first route it matched; Allow lists every method
+            # this path takes (RFC 9110), from all of its routes.
+            headers["Allow"] = ", ".join(_allowed_methods(app, request.url.path))
         return JSONResponse({"error": err.to_dict()}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+                            headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -175,11 +191,17 @@ def create_app(settings: Settings | None = None, *, announce: bool = True) -> Fa
     app.state.platform = platform
     app.state.collab = collab
     install_error_handlers(app)
-    for r in (ops.router, auth.router, datasets.router, uploads.router, jobs.router,
-              runner.router, models.router, task_forms.router, scan.router,
-              documents.router):
+    routers = (ops.router, auth.router, datasets.router, uploads.router, jobs.router,
+               runner.router, models.router, task_forms.router, scan.router,
+               documents.router, audit.router)
+    for r in routers:
         app.include_router(r)
-    app.include_router(audit.router)
+    app.state.route_methods = [(route.path_regex, "{" not in route.path, route.methods)
+                               for r in routers for route in r.routes
+                               if isinstance(route, APIRoute)]
+    # /openapi.json tells the whole contract: every error each operation can answer, and
+    # the links that chain operations.
+    contract.install(app)
     web.install(app)  # last: the web UI's fallback route never shadows an API route
     # Inner to outer: refuse cross-site writes, add security headers (to refusals too), log
     # and count every request, then (outermost) learn the client's address from trusted

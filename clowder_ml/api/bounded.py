@@ -3,7 +3,8 @@
 FastAPI reads a JSON body whole before validating it, so ``max_length`` on a field cannot
 stop a client from sending a gigabyte. ``bounded_route(limit)`` is an ``APIRoute`` class
 (FastAPI's documented way to customize request handling) whose requests stop reading at
-``limit`` bytes and answer 413 ``payload_too_large``; the OpenAPI schema is unchanged.
+``limit`` bytes and answer 413 ``payload_too_large``; routers of this class declare the 413
+(``responses=api.responses.errors(PayloadTooLarge)``).
 """
 
 from __future__ import annotations

@@ -12,8 +12,18 @@ import math
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from fastapi import UploadFile
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StrictBool
 
+from clowder_ml.api.fields import (
+    FILE_PATH_OR_EMPTY_PATTERN,
+    MAX_PATH,
+    NO_NUL_PATTERN,
+    DatasetName,
+    FolderField,
+    NewPassword,
+    Username,
+)
 from clowder_ml.db.models import Permission
 
 MAX_METADATA_DEPTH = 64
@@ -33,8 +43,9 @@ def _storable_text(value: str) -> str:
     return value
 
 
-def _json_metadata(value: dict[str, Any]) -> dict[str, Any]:
-    """Metadata must be plain JSON: finite numbers, valid strings, bounded nesting."""
+def plain_json(value: Any) -> Any:
+    """``value`` unchanged if it is plain JSON: finite numbers, valid strings (keys too),
+    nesting at most ``MAX_METADATA_DEPTH`` deep; else ValueError saying which rule failed."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -53,8 +64,11 @@ def _json_metadata(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-Text = Annotated[str, AfterValidator(_storable_text)]
-Metadata = Annotated[dict[str, Any], AfterValidator(_json_metadata)]
+# The schema states the NUL rule as a pattern; the validator enforces it with a plainer
+# message (and refuses lone surrogates, which no JSON Schema can express).
+Text = Annotated[str, AfterValidator(_storable_text),
+                 Field(json_schema_extra={"pattern": NO_NUL_PATTERN})]
+Metadata = Annotated[dict[str, Any], AfterValidator(plain_json)]
 
 
 class Strict(BaseModel):
@@ -100,9 +114,9 @@ class IssuedToken(BaseModel):
 
 
 class UserCreate(Strict):
-    username: Text = Field(max_length=64)
-    password: str = Field(max_length=1024)
-    is_admin: bool = False
+    username: Username
+    password: NewPassword
+    is_admin: StrictBool = False  # JSON's true or false, not 0/1/"yes" (pydantic's lax mode)
 
 
 class UserOut(Out):
@@ -140,7 +154,7 @@ class AuditPage(BaseModel):
 # datasets ------------------------------------------------------------------------------
 
 class DatasetCreate(Strict):
-    name: Text = Field(max_length=128)
+    name: DatasetName
     description: Text = Field(default="", max_length=10_000)
     metadata: Metadata = Field(default_factory=dict)
 
@@ -160,6 +174,40 @@ class DatasetOut(BaseModel):
     permission: Permission
     created_at: datetime
     updated_at: datetime
+
+
+# Each item of a multipart file array is a file part (format binary), as clients send it.
+_FILE_PARTS: dict[str, JsonValue] = {"items": {
+    "type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}}
+
+
+class FilesForm(Strict):
+    """Small files by multipart (``POST /datasets/{ref}/files``). As with ``cp``: one file
+    lands at ``path`` (or ``prefix``/its file name); several land in the folder ``path``
+    (or ``prefix``), each under its file name."""
+
+    file: list[UploadFile] = Field(min_length=1, description="One or more files",
+                                   json_schema_extra=_FILE_PARTS)
+    # Not nullable: a form field cannot say null; empty means "not given".
+    path: str = Field(default="", pattern=FILE_PATH_OR_EMPTY_PATTERN, max_length=MAX_PATH,
+                      description="One file: its path; several: their folder")
+    prefix: FolderField = Field(default="", description="Folder for the files (without path)")
+
+    def targets(self) -> list[tuple[str, UploadFile]]:
+        """Where each file lands in the dataset (see the class doc)."""
+        if self.path and len(self.file) == 1:
+            return [(self.path, self.file[0])]
+        folder = (self.path or self.prefix).strip("/")
+        return [((f"{folder}/" if folder else "") + (f.filename or ""), f) for f in self.file]
+
+
+class ArchiveForm(Strict):
+    """A zip to unpack into a dataset (``POST /datasets/{ref}/archive``)."""
+
+    file: UploadFile = Field(
+        description="A .zip archive; anything else is refused (422 unsafe_archive)",
+        json_schema_extra={"format": "binary", "contentMediaType": "application/zip"})
+    prefix: FolderField = Field(default="", description="Folder to unpack into")
 
 
 class ShareRequest(Strict):

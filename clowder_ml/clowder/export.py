@@ -17,9 +17,8 @@ from sqlalchemy.orm import Session
 
 from clowder_ml import __version__
 from clowder_ml.clowder.extractor_info import metadata_context
-from clowder_ml.clowder.rest import ClowderApi
+from clowder_ml.clowder.rest import ClowderApi, ClowderNotConfigured
 from clowder_ml.db.models import ModelVersion, User
-from clowder_ml.errors import ValidationFailed
 from clowder_ml.registry import lineage, models
 from clowder_ml.services import files
 from clowder_ml.services.platform import Platform
@@ -58,8 +57,8 @@ def export_to_clowder(platform: Platform, user: User, ref: str, dataset_id: str,
     file and metadata."""
     url = platform.settings.clowder_url
     if not url:
-        raise ValidationFailed("This server is not connected to a Clowder instance.",
-                               "Set CLOWDER_ML_CLOWDER_URL on the server.")
+        raise ClowderNotConfigured("This server is not connected to a Clowder instance.",
+                                   "Set CLOWDER_ML_CLOWDER_URL on the server.")
     with platform.db.session() as s, ClowderApi(url, key, transport=transport) as api:
         version = models.resolve(s, user, ref)
         model = models.model_of(s, version)

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from clowder_ml.errors import ClowderMLError, ServiceUnavailable
+from clowder_ml.errors import ClowderMLError, NotFound, ServiceUnavailable
 
 PAGE = 100  # files listed per request
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -40,6 +40,13 @@ class ClowderRefused(ClowderMLError):
 
     code = "clowder_refused"
     status = 502
+
+
+class ClowderNotConfigured(NotFound):
+    """This server is connected to no Clowder instance (``CLOWDER_ML_CLOWDER_URL`` unset):
+    there is nothing to export to."""
+
+    code = "clowder_not_configured"
 
 
 class ClowderUnreachable(ServiceUnavailable):

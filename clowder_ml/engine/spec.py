@@ -106,7 +106,7 @@ class RetryPolicy(_Strict):
 
 
 class JobSpec(_Strict):
-    task: str = Field(description="Task name, e.g. dataset-profile")
+    task: str = Field(pattern=TASK_RE.pattern, description="Task name, e.g. dataset-profile")
     params: dict[str, Any] = Field(default_factory=dict)
     inputs: list[InputRef] = Field(default_factory=list, max_length=64)
     resources: Resources = Field(default_factory=Resources)

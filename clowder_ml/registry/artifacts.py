@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from clowder_ml.db.models import Dataset, DatasetVersion, Model, ModelVersion, User
 from clowder_ml.db.session import Database
-from clowder_ml.errors import ValidationFailed
+from clowder_ml.errors import UnusableContent
 from clowder_ml.ml.models import CONVERT_HINT, PICKLE_SUFFIXES, is_safetensors
 from clowder_ml.registry import models
 from clowder_ml.services import datasets
@@ -57,9 +57,9 @@ def check_safetensors_header(blobs: LocalBlobStore, sha256: str, name: str) -> N
     with blobs.open(sha256) as fh:
         ok = is_safetensors(fh, blobs.path(sha256).stat().st_size)
     if not ok:
-        raise ValidationFailed(f"{name} is not a safetensors file (its header does not parse).",
-                               "Save the weights with save_pretrained(..., "
-                               "safe_serialization=True).")
+        raise UnusableContent(f"{name} is not a safetensors file (its header does not parse).",
+                              "Save the weights with save_pretrained(..., "
+                              "safe_serialization=True).")
 
 
 def import_folder(s: Session, blobs: LocalBlobStore, user: User, ds: Dataset,
@@ -69,37 +69,37 @@ def import_folder(s: Session, blobs: LocalBlobStore, user: User, ds: Dataset,
     None) as the next version of the user's model ``name`` (``source`` = import)."""
     version = datasets.get_version(s, ds, number)
     if version is None:
-        raise ValidationFailed(f"Dataset {ds.name!r} has no files yet.")
+        raise UnusableContent(f"Dataset {ds.name!r} has no files yet.")
     pre = folder.strip("/")
     rows = datasets.files(s, ds, version.number, prefix=pre or None)
     rel = {f.path[len(pre) + 1:] if pre else f.path: f for f in rows}
     where = f"{ds.name}:{pre or '/'} (version {version.number})"
     if not rel:
-        raise ValidationFailed(f"There are no files in {where}.",
-                               "Name the folder that holds config.json and the weights.")
+        raise UnusableContent(f"There are no files in {where}.",
+                              "Name the folder that holds config.json and the weights.")
     if "config.json" not in rel:
-        raise ValidationFailed(f"{where} has no config.json, so it is not a Hugging Face "
-                               "model folder.", "Upload the folder save_pretrained() wrote.")
+        raise UnusableContent(f"{where} has no config.json, so it is not a Hugging Face "
+                              "model folder.", "Upload the folder save_pretrained() wrote.")
     pickles = sorted(p for p in rel if PurePosixPath(p).suffix in PICKLE_SUFFIXES)
     weights = sorted(p for p in rel if p.endswith(".safetensors"))
     if not weights:
         if pickles:
-            raise ValidationFailed(f"{where} has only pickle-based weights ({pickles[0]}); "
-                                   "they are refused because loading them can run code.",
-                                   CONVERT_HINT)
-        raise ValidationFailed(f"{where} has no model.safetensors.",
-                               "Upload the weights saved with safe_serialization=True.")
+            raise UnusableContent(f"{where} has only pickle-based weights ({pickles[0]}); "
+                                  "they are refused because loading them can run code.",
+                                  CONVERT_HINT)
+        raise UnusableContent(f"{where} has no model.safetensors.",
+                              "Upload the weights saved with safe_serialization=True.")
     if "model.safetensors" not in rel:
-        raise ValidationFailed(f"{where} has {weights[0]} but no model.safetensors.",
-                               "Sharded weights are not supported yet: save with "
-                               "max_shard_size large enough for one file.")
+        raise UnusableContent(f"{where} has {weights[0]} but no model.safetensors.",
+                              "Sharded weights are not supported yet: save with "
+                              "max_shard_size large enough for one file.")
     try:
         config: Any = json.loads(blobs.path(rel["config.json"].sha256).read_bytes())
     except (OSError, ValueError) as exc:
-        raise ValidationFailed(f"{where}: config.json is not valid JSON ({exc}).") from None
+        raise UnusableContent(f"{where}: config.json is not valid JSON ({exc}).") from None
     if not isinstance(config, dict) or not config.get("model_type"):
-        raise ValidationFailed(f"{where}: config.json names no model_type.",
-                               "Upload the config.json that save_pretrained() wrote.")
+        raise UnusableContent(f"{where}: config.json names no model_type.",
+                              "Upload the config.json that save_pretrained() wrote.")
     for w in weights:
         check_safetensors_header(blobs, rel[w].sha256, w)
     kept = [(p, f.sha256, f.size) for p, f in sorted(rel.items()) if p not in pickles]

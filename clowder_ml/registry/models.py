@@ -438,8 +438,8 @@ def share(s: Session, actor: User, model: Model, target: User, permission: Permi
           ) -> None:
     if not (actor.is_admin or model.owner_id == actor.id):
         raise PermissionDenied("Only the owner can share a model.")
-    if target.id == model.owner_id:
-        raise ValidationFailed("The owner always has full access.")
+    if target.id == model.owner_id:  # the request is fine; the user named is the owner
+        raise Conflict("The owner always has full access.")
     row = s.get(ModelShare, (model.id, target.id))
     if row is None:
         s.add(ModelShare(model_id=model.id, user_id=target.id, permission=permission.value))

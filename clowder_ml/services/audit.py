@@ -121,7 +121,7 @@ def query(s: Session, viewer: User, q: AuditQuery) -> list[AuditEvent]:
     for name, text in (("actor", q.actor), ("client", q.client)):
         if text and "\x00" in text:
             raise ValidationFailed(f"{name} contains a NUL (\\x00) character.")
-    since, until = _utc(q.since, "since"), _utc(q.until, "until")
+    since, until = _utc(q.since), _utc(q.until)
     stmt = select(AuditEvent)
     if q.action:
         if not ACTION_FILTER_RE.match(q.action):
@@ -144,14 +144,17 @@ def query(s: Session, viewer: User, q: AuditQuery) -> list[AuditEvent]:
     return list(s.scalars(stmt.order_by(AuditEvent.id.desc()).limit(q.limit)))
 
 
-def _utc(value: datetime | None, name: str) -> datetime | None:
-    """``value`` in UTC (a time without a zone counts as UTC)."""
+def _utc(value: datetime | None) -> datetime | None:
+    """``value`` in UTC (a time without a zone counts as UTC). A time whose UTC falls
+    outside the years 1-9999 (its offset crosses an end) is the nearest end: the records
+    before or after it are the same."""
     if value is None:
         return None
     try:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    except (OverflowError, ValueError):
-        raise ValidationFailed(f"{name}: {value.isoformat()} is out of range.") from None
+    except OverflowError:
+        end = datetime.min if value.year == datetime.min.year else datetime.max
+        return end.replace(tzinfo=UTC)
 
 
 def prune(s: Session, retention: timedelta, now: datetime | None = None) -> int:

@@ -29,7 +29,13 @@ from clowder_ml.db.models import (
 from clowder_ml.db.session import Database
 from clowder_ml.engine.spec import InputRef, JobSpec
 from clowder_ml.engine.states import JobState, check_transition
-from clowder_ml.errors import InvalidJobTransition, NotFound, PermissionDenied, ValidationFailed
+from clowder_ml.errors import (
+    InvalidJobTransition,
+    NotFound,
+    PermissionDenied,
+    UnusableContent,
+    ValidationFailed,
+)
 from clowder_ml.registry import lineage, models
 from clowder_ml.services import datasets
 from clowder_ml.tasks.outputs import Publish
@@ -63,8 +69,8 @@ def _pin(s: Session, user: User, item: InputRef) -> InputRef:
     ds = datasets.resolve(s, user, item.ref)
     version = datasets.get_version(s, ds, item.version)
     if version is None:
-        raise ValidationFailed(f"Dataset {item.ref!r} has no files yet.",
-                               "Upload files to it before running a job on it.")
+        raise UnusableContent(f"Dataset {item.ref!r} has no files yet.",
+                              "Upload files to it before running a job on it.")
     if item.kind == "file":
         if not item.path:
             raise ValidationFailed("A file input needs 'path'.")

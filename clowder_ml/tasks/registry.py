@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationError
 
-from clowder_ml.errors import ValidationFailed
+from clowder_ml.errors import NotFound, ValidationFailed
 from clowder_ml.tasks.params import TaskParams
 
 if TYPE_CHECKING:
@@ -109,10 +109,12 @@ class TaskRegistry:
                 self._tasks[task.name] = task
 
     def get(self, name: str) -> TaskDef:
+        """The task called ``name``; ``NotFound`` (the API's 404, like any other name that
+        names nothing) when there is none."""
         task = self._tasks.get(name)
         if task is None:
-            raise ValidationFailed(f"Unknown task {name!r}.",
-                                   f"Known tasks: {', '.join(sorted(self._tasks))}.")
+            raise NotFound(f"Unknown task {name!r}.",
+                           f"Known tasks: {', '.join(sorted(self._tasks))}.")
         return task
 
     def names(self) -> list[str]:

@@ -110,7 +110,7 @@ def test_failure_gives_a_one_line_reason_and_the_log_tail(api: JobsApi) -> None:
 
 def test_bad_submissions_are_refused_with_clear_errors(api: JobsApi) -> None:
     r = api.http.post("/api/v1/jobs", json={"task": "no-such-task"})
-    assert r.status_code == 422 and "dataset-profile" in r.json()["error"]["hint"]
+    assert r.status_code == 404 and "dataset-profile" in r.json()["error"]["hint"]
     r = api.http.post("/api/v1/jobs", json={"task": "dataset-profile"})
     assert r.status_code == 422 and "dataset" in r.json()["error"]["message"]
     r = api.http.post("/api/v1/jobs", json={"task": "dataset-profile", "params": {"lable": "x"},

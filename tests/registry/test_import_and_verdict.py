@@ -39,17 +39,18 @@ def test_import_registers_a_safetensors_folder_and_leaves_pickles_out(sqlite_api
     assert lineage["parent"]["kind"] == "import" and lineage["parent"]["path"] == "good"
     assert lineage["parent"]["dataset"]["name"] == "hf"
 
+    # The request is fine; the folder it names is not a usable model (409 unusable_content).
     r = _import(api, "pickled")
-    assert r.status_code == 422
+    assert r.status_code == 409 and r.json()["error"]["code"] == "unusable_content"
     err = r.json()["error"]
     assert "pickle" in err["message"] and "pytorch_model.bin" in err["message"]
     assert "safe_serialization=True" in err["hint"]  # how to convert
     r = _import(api, "fake")
-    assert r.status_code == 422 and "not a safetensors file" in r.json()["error"]["message"]
+    assert r.status_code == 409 and "not a safetensors file" in r.json()["error"]["message"]
     r = _import(api, "noconfig")
-    assert r.status_code == 422 and "config.json" in r.json()["error"]["message"]
+    assert r.status_code == 409 and "config.json" in r.json()["error"]["message"]
     r = _import(api, "missing")
-    assert r.status_code == 422 and "no files" in r.json()["error"]["message"]
+    assert r.status_code == 409 and "no files" in r.json()["error"]["message"]
     # Nothing but the good import was registered.
     assert [m["versions"] for m in api.client.get("/api/v1/models",
                                                   headers=api.h()).json()] == [1]

@@ -7,11 +7,12 @@ every account action is audited (``services.accounts``).
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
 from clowder_ml.api.deps import SESSION_COOKIE, AuditDep, PlatformDep, UserDep
+from clowder_ml.api.fields import IdPath, UsernamePath
+from clowder_ml.api.responses import ADMIN_ONLY, CREATES, NAMES_RESOURCE, errors
 from clowder_ml.api.schemas import (
     IssuedToken,
     LoginRequest,
@@ -24,14 +25,14 @@ from clowder_ml.api.schemas import (
 )
 from clowder_ml.api.security_headers import is_https
 from clowder_ml.db.models import TokenKind
+from clowder_ml.errors import InvalidCredentials, TooManyAttempts
 from clowder_ml.services import accounts, users
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
 
-THROTTLED: dict[int | str, dict[str, Any]] = {429: {
-    "description": "Too many failed log-ins for the account or from the client's address: "
-                   "wait the seconds in Retry-After (the password is not checked meanwhile).",
-    "headers": {"Retry-After": {"schema": {"type": "integer"}}}}}
+# A wrong name or password (401, alike), or a wait after failed log-ins for the account or
+# the client's address (429 with Retry-After; the password is not checked meanwhile).
+LOG_IN = errors(InvalidCredentials, TooManyAttempts)
 
 
 def _days(d: float | None) -> timedelta | None:
@@ -39,7 +40,7 @@ def _days(d: float | None) -> timedelta | None:
 
 
 @router.post("/auth/token", status_code=status.HTTP_201_CREATED, response_model=IssuedToken,
-             responses=THROTTLED)
+             responses=LOG_IN)
 def create_token(body: TokenRequest, platform: PlatformDep, ctx: AuditDep) -> IssuedToken:
     """Exchange a username and password for a named API token (shown once)."""
     done = accounts.log_in(platform.db, platform.settings, ctx, body.username, body.password,
@@ -49,7 +50,7 @@ def create_token(body: TokenRequest, platform: PlatformDep, ctx: AuditDep) -> Is
                        expires_at=done.token.expires_at)
 
 
-@router.post("/auth/login", response_model=UserOut, responses=THROTTLED)
+@router.post("/auth/login", response_model=UserOut, responses=LOG_IN)
 def login(body: LoginRequest, request: Request, response: Response, platform: PlatformDep,
           ctx: AuditDep) -> UserOut:
     """Browser login: sets an HttpOnly session cookie (``Secure`` over https)."""
@@ -87,8 +88,9 @@ def new_token(body: NewTokenRequest, user: UserDep, platform: PlatformDep, ctx: 
         return IssuedToken(token=plain, id=row.id, name=row.name, expires_at=row.expires_at)
 
 
-@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_token(token_id: str, user: UserDep, platform: PlatformDep, ctx: AuditDep) -> None:
+@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses=errors(*NAMES_RESOURCE))
+def revoke_token(token_id: IdPath, user: UserDep, platform: PlatformDep, ctx: AuditDep) -> None:
     with platform.db.session() as s:
         accounts.revoke_token(s, ctx, user, token_id)
 
@@ -98,13 +100,14 @@ def me(user: UserDep) -> UserOut:
     return UserOut.model_validate(user)
 
 
-@router.get("/users", response_model=list[UserOut])
+@router.get("/users", response_model=list[UserOut], responses=errors(*ADMIN_ONLY))
 def list_users(user: UserDep, platform: PlatformDep) -> list[UserOut]:
     with platform.db.session() as s:
         return [UserOut.model_validate(u) for u in users.list_users(s, user)]
 
 
-@router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+@router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserOut,
+             responses=errors(*ADMIN_ONLY, *CREATES))
 def create_user(body: UserCreate, user: UserDep, platform: PlatformDep, ctx: AuditDep,
                 ) -> UserOut:
     """Admins create users."""
@@ -113,8 +116,9 @@ def create_user(body: UserCreate, user: UserDep, platform: PlatformDep, ctx: Aud
             s, ctx, user, body.username, body.password, is_admin=body.is_admin))
 
 
-@router.post("/users/{username}/unlock", response_model=UnlockOut)
-def unlock_user(username: str, user: UserDep, platform: PlatformDep, ctx: AuditDep,
+@router.post("/users/{username}/unlock", response_model=UnlockOut,
+             responses=errors(*ADMIN_ONLY, *NAMES_RESOURCE))
+def unlock_user(username: UsernamePath, user: UserDep, platform: PlatformDep, ctx: AuditDep,
                 ) -> UnlockOut:
     """Admins clear an account's failed log-ins, ending its wait now."""
     with platform.db.session() as s:

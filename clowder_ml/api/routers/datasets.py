@@ -5,16 +5,32 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile, status
+from fastapi import APIRouter, Form, Path, Query, Request, status
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from clowder_ml.api.deps import AuditDep, PlatformDep, UserDep
+from clowder_ml.api.fields import (
+    DatasetRefPath,
+    FilePathPath,
+    FolderQuery,
+    UsernamePath,
+)
+from clowder_ml.api.responses import (
+    CREATES,
+    READS_DATASET,
+    SHARES,
+    UPLOADS_FILES,
+    WRITES_DATASET,
+    errors,
+)
 from clowder_ml.api.schemas import (
+    ArchiveForm,
     DatasetCreate,
     DatasetOut,
     DatasetUpdate,
     FileOut,
+    FilesForm,
     MetadataBody,
     PreviewOut,
     ShareOut,
@@ -25,13 +41,22 @@ from clowder_ml.api.schemas import (
     VersionOut,
 )
 from clowder_ml.db.models import Dataset, Permission, User
-from clowder_ml.errors import NotFound, PayloadTooLarge, ValidationFailed
+from clowder_ml.errors import (
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    StorageError,
+    UnsafeArchive,
+    UnsupportedFormat,
+)
 from clowder_ml.services import audit, datasets, files, preview, users
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
 VersionQ = Annotated[int | None, Query(ge=1, le=datasets.MAX_VERSION,
                                        description="Version number; latest if omitted")]
 VersionP = Annotated[int, Path(ge=1, le=datasets.MAX_VERSION, description="Version number")]
+# A change to what the dataset holds: its commit can wait (503) or fail on disk.
+CHANGES_FILES = (*WRITES_DATASET, StorageError)
 
 
 def _out(s: Session, user: User, ds: Dataset) -> DatasetOut:
@@ -49,46 +74,50 @@ def list_datasets(user: UserDep, platform: PlatformDep) -> list[DatasetOut]:
         return [_out(s, user, ds) for ds in datasets.list_visible(s, user)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetOut)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetOut,
+             responses=errors(*CREATES))
 def create_dataset(body: DatasetCreate, user: UserDep, platform: PlatformDep) -> DatasetOut:
     with platform.db.session() as s:
         ds = datasets.create(s, user, body.name, body.description, body.metadata)
         return _out(s, user, ds)
 
 
-@router.get("/{ref}", response_model=DatasetOut)
-def get_dataset(ref: str, user: UserDep, platform: PlatformDep) -> DatasetOut:
+@router.get("/{ref}", response_model=DatasetOut, responses=errors(*READS_DATASET))
+def get_dataset(ref: DatasetRefPath, user: UserDep, platform: PlatformDep) -> DatasetOut:
     with platform.db.session() as s:
         return _out(s, user, datasets.resolve(s, user, ref))
 
 
-@router.patch("/{ref}", response_model=DatasetOut)
-def update_dataset(ref: str, body: DatasetUpdate, user: UserDep, platform: PlatformDep,
+@router.patch("/{ref}", response_model=DatasetOut,
+              responses=errors(*READS_DATASET, PermissionDenied))
+def update_dataset(ref: DatasetRefPath, body: DatasetUpdate, user: UserDep, platform: PlatformDep,
                    ) -> DatasetOut:
     with platform.db.session() as s:
         ds = datasets.resolve(s, user, ref, Permission.WRITE)
         return _out(s, user, datasets.update_info(s, ds, body.description, body.metadata))
 
 
-@router.delete("/{ref}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_dataset(ref: str, user: UserDep, platform: PlatformDep) -> None:
+@router.delete("/{ref}", status_code=status.HTTP_204_NO_CONTENT,
+               responses=errors(*READS_DATASET, PermissionDenied))
+def delete_dataset(ref: DatasetRefPath, user: UserDep, platform: PlatformDep) -> None:
     with platform.db.session() as s:
         datasets.remove(s, user, datasets.resolve(s, user, ref))
 
 
 # sharing -------------------------------------------------------------------------------
 
-@router.get("/{ref}/shares", response_model=list[ShareOut])
-def list_shares(ref: str, user: UserDep, platform: PlatformDep) -> list[ShareOut]:
+@router.get("/{ref}/shares", response_model=list[ShareOut], responses=errors(*READS_DATASET))
+def list_shares(ref: DatasetRefPath, user: UserDep, platform: PlatformDep) -> list[ShareOut]:
     with platform.db.session() as s:
         ds = datasets.resolve(s, user, ref)
         return [ShareOut(username=sh.user.username, permission=Permission(sh.permission))
                 for sh in datasets.shares(s, ds)]
 
 
-@router.put("/{ref}/shares/{username}", response_model=ShareOut)
-def share(ref: str, username: str, body: ShareRequest, user: UserDep, platform: PlatformDep,
-          ctx: AuditDep) -> ShareOut:
+@router.put("/{ref}/shares/{username}", response_model=ShareOut,
+            responses=errors(*READS_DATASET, *SHARES))
+def share(ref: DatasetRefPath, username: UsernamePath, body: ShareRequest, user: UserDep,
+          platform: PlatformDep, ctx: AuditDep) -> ShareOut:
     with platform.db.session() as s:
         ds = datasets.resolve(s, user, ref)
         datasets.share(s, user, ds, users.get_user_by_name(s, username), body.permission)
@@ -96,9 +125,10 @@ def share(ref: str, username: str, body: ShareRequest, user: UserDep, platform: 
         return ShareOut(username=username, permission=body.permission)
 
 
-@router.delete("/{ref}/shares/{username}", status_code=status.HTTP_204_NO_CONTENT)
-def unshare(ref: str, username: str, user: UserDep, platform: PlatformDep, ctx: AuditDep,
-            ) -> None:
+@router.delete("/{ref}/shares/{username}", status_code=status.HTTP_204_NO_CONTENT,
+               responses=errors(*READS_DATASET, *SHARES))
+def unshare(ref: DatasetRefPath, username: UsernamePath, user: UserDep, platform: PlatformDep,
+            ctx: AuditDep) -> None:
     with platform.db.session() as s:
         ds = datasets.resolve(s, user, ref)
         datasets.unshare(s, user, ds, users.get_user_by_name(s, username))
@@ -107,15 +137,18 @@ def unshare(ref: str, username: str, user: UserDep, platform: PlatformDep, ctx: 
 
 # versions ------------------------------------------------------------------------------
 
-@router.get("/{ref}/versions", response_model=list[VersionOut])
-def list_versions(ref: str, user: UserDep, platform: PlatformDep) -> list[VersionOut]:
+@router.get("/{ref}/versions", response_model=list[VersionOut],
+            responses=errors(*READS_DATASET))
+def list_versions(ref: DatasetRefPath, user: UserDep, platform: PlatformDep) -> list[VersionOut]:
     with platform.db.session() as s:
         ds = datasets.resolve(s, user, ref)
         return [VersionOut.model_validate(v) for v in datasets.list_versions(s, ds)]
 
 
-@router.get("/{ref}/versions/{number}", response_model=VersionDetail)
-def get_version(ref: str, number: VersionP, user: UserDep, platform: PlatformDep) -> VersionDetail:
+@router.get("/{ref}/versions/{number}", response_model=VersionDetail,
+            responses=errors(*READS_DATASET))
+def get_version(ref: DatasetRefPath, number: VersionP, user: UserDep, platform: PlatformDep,
+                ) -> VersionDetail:
     """A version with its manifest (path -> sha256, size)."""
     with platform.db.session() as s:
         ds = datasets.resolve(s, user, ref)
@@ -126,8 +159,10 @@ def get_version(ref: str, number: VersionP, user: UserDep, platform: PlatformDep
 
 
 @router.get("/{ref}/versions/{number}/archive", response_class=StreamingResponse,
-            responses={200: {"content": {"application/zip": {}}}})
-def download_version(ref: str, number: VersionP, user: UserDep, platform: PlatformDep,
+            responses={200: {"content": {"application/zip": {
+                "schema": {"type": "string", "format": "binary"}}}},
+                       **errors(*READS_DATASET)})
+def download_version(ref: DatasetRefPath, number: VersionP, user: UserDep, platform: PlatformDep,
                      ) -> StreamingResponse:
     """The whole version as a zip, streamed as it is built."""
     with platform.db.session() as s:
@@ -143,17 +178,17 @@ def download_version(ref: str, number: VersionP, user: UserDep, platform: Platfo
 
 # files ---------------------------------------------------------------------------------
 
-@router.get("/{ref}/files", response_model=list[FileOut])
-def list_files(ref: str, user: UserDep, platform: PlatformDep, version: VersionQ = None,
-               prefix: str | None = None) -> list[FileOut]:
+@router.get("/{ref}/files", response_model=list[FileOut], responses=errors(*READS_DATASET))
+def list_files(ref: DatasetRefPath, user: UserDep, platform: PlatformDep,
+               version: VersionQ = None, prefix: FolderQuery = "") -> list[FileOut]:
     with platform.db.session() as s:
         ds = datasets.resolve(s, user, ref)
         return [FileOut.model_validate(f) for f in datasets.files(s, ds, version, prefix)]
 
 
-@router.get("/{ref}/tree", response_model=TreeOut)
-def tree(ref: str, user: UserDep, platform: PlatformDep, version: VersionQ = None,
-         path: str = "") -> TreeOut:
+@router.get("/{ref}/tree", response_model=TreeOut, responses=errors(*READS_DATASET))
+def tree(ref: DatasetRefPath, user: UserDep, platform: PlatformDep, version: VersionQ = None,
+         path: FolderQuery = "") -> TreeOut:
     """The folder ``path`` (root by default): its sub-folders and files."""
     with platform.db.session() as s:
         ds = datasets.resolve(s, user, ref)
@@ -169,41 +204,39 @@ def _check_body_size(request: Request, limit: int) -> None:
                               "Use a resumable upload: `clowder-ml upload` or any tus client.")
 
 
-@router.post("/{ref}/files", status_code=status.HTTP_201_CREATED, response_model=VersionOut)
-def add_files(ref: str, request: Request, user: UserDep, platform: PlatformDep,
-              file: Annotated[list[UploadFile], File(description="One or more files")],
-              path: Annotated[str | None, Form(description="Path for a single file")] = None,
-              prefix: Annotated[str, Form(description="Folder for the files")] = "",
+@router.post("/{ref}/files", status_code=status.HTTP_201_CREATED, response_model=VersionOut,
+             responses=errors(*UPLOADS_FILES, StorageError))
+def add_files(ref: DatasetRefPath, request: Request, user: UserDep, platform: PlatformDep,
+              form: Annotated[FilesForm, Form(media_type="multipart/form-data")],
               ) -> VersionOut:
     """Small files by multipart POST; all of them land in one new version."""
     _check_body_size(request, platform.settings.max_multipart_bytes)
     with platform.db.session() as s:
         ds = datasets.resolve(s, user, ref, Permission.WRITE)
-    if path is not None and len(file) != 1:
-        raise ValidationFailed("'path' names one file; send one file with it.")
-    pre = prefix.strip("/")
-    items = [((path if path is not None else
-               (f"{pre}/" if pre else "") + (f.filename or "")), f.file) for f in file]
+    items = [(path, f.file) for path, f in form.targets()]
     v = files.add_files(platform.db, platform.blobs, platform.settings, user, ds, items)
     return VersionOut.model_validate(v)
 
 
-@router.post("/{ref}/archive", status_code=status.HTTP_201_CREATED, response_model=VersionOut)
-def add_archive(ref: str, request: Request, user: UserDep, platform: PlatformDep,
-                file: Annotated[UploadFile, File(description="A .zip archive")],
-                prefix: Annotated[str, Form(description="Folder to unpack into")] = "",
+@router.post("/{ref}/archive", status_code=status.HTTP_201_CREATED, response_model=VersionOut,
+             responses=errors(*UPLOADS_FILES, StorageError, UnsafeArchive))
+def add_archive(ref: DatasetRefPath, request: Request, user: UserDep, platform: PlatformDep,
+                form: Annotated[ArchiveForm, Form(media_type="multipart/form-data")],
                 ) -> VersionOut:
     """Unpack a zip into the dataset (refusing traversal, links and bombs)."""
     _check_body_size(request, platform.settings.max_multipart_bytes)
     with platform.db.session() as s:
         ds = datasets.resolve(s, user, ref, Permission.WRITE)
-    v = files.add_zip(platform.db, platform.blobs, platform.settings, user, ds, file.file, prefix)
+    v = files.add_zip(platform.db, platform.blobs, platform.settings, user, ds, form.file.file,
+                      form.prefix)
     return VersionOut.model_validate(v)
 
 
 @router.get("/{ref}/files/{path:path}", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}})
-def download_file(ref: str, path: str, user: UserDep, platform: PlatformDep,
+            responses={200: {"content": {"*/*": {
+                "schema": {"type": "string", "format": "binary"}}}},
+                       **errors(*READS_DATASET)})
+def download_file(ref: DatasetRefPath, path: FilePathPath, user: UserDep, platform: PlatformDep,
                   version: VersionQ = None) -> FileResponse:
     """Download one file; supports HTTP Range requests."""
     with platform.db.session() as s:
@@ -216,16 +249,19 @@ def download_file(ref: str, path: str, user: UserDep, platform: PlatformDep,
                         headers={"ETag": f'"{f.sha256}"', "X-Content-SHA256": f.sha256})
 
 
-@router.delete("/{ref}/files/{path:path}", response_model=VersionOut)
-def delete_file(ref: str, path: str, user: UserDep, platform: PlatformDep) -> VersionOut:
+@router.delete("/{ref}/files/{path:path}", response_model=VersionOut,
+               responses=errors(*CHANGES_FILES))
+def delete_file(ref: DatasetRefPath, path: FilePathPath, user: UserDep, platform: PlatformDep,
+                ) -> VersionOut:
     """Remove a file; the result is a new version (older versions keep it)."""
     with platform.db.session() as s:
         ds = datasets.resolve(s, user, ref, Permission.WRITE)
     return VersionOut.model_validate(files.remove_files(platform.db, user, ds, [path]))
 
 
-@router.get("/{ref}/preview/{path:path}", response_model=PreviewOut)
-def preview_file(ref: str, path: str, user: UserDep, platform: PlatformDep,
+@router.get("/{ref}/preview/{path:path}", response_model=PreviewOut,
+            responses=errors(*READS_DATASET, UnsupportedFormat))
+def preview_file(ref: DatasetRefPath, path: FilePathPath, user: UserDep, platform: PlatformDep,
                  version: VersionQ = None,
                  rows: Annotated[int, Query(ge=0, le=preview.MAX_ROWS)] = 20) -> PreviewOut:
     """Schema, row count and first rows of a CSV, TSV, JSONL or Parquet file."""
@@ -236,16 +272,18 @@ def preview_file(ref: str, path: str, user: UserDep, platform: PlatformDep,
     return PreviewOut(path=f.path, **result)
 
 
-@router.get("/{ref}/file-metadata/{path:path}", response_model=MetadataBody)
-def get_file_metadata(ref: str, path: str, user: UserDep, platform: PlatformDep,
+@router.get("/{ref}/file-metadata/{path:path}", response_model=MetadataBody,
+            responses=errors(*READS_DATASET))
+def get_file_metadata(ref: DatasetRefPath, path: FilePathPath, user: UserDep, platform: PlatformDep,
                       ) -> MetadataBody:
     with platform.db.session() as s:
         ds = datasets.resolve(s, user, ref)
         return MetadataBody(metadata=datasets.get_file_metadata(s, ds, path))
 
 
-@router.put("/{ref}/file-metadata/{path:path}", response_model=MetadataBody)
-def put_file_metadata(ref: str, path: str, body: MetadataBody, user: UserDep,
+@router.put("/{ref}/file-metadata/{path:path}", response_model=MetadataBody,
+            responses=errors(*READS_DATASET, PermissionDenied))
+def put_file_metadata(ref: DatasetRefPath, path: FilePathPath, body: MetadataBody, user: UserDep,
                       platform: PlatformDep) -> MetadataBody:
     with platform.db.session() as s:
         ds = datasets.resolve(s, user, ref, Permission.WRITE)

@@ -23,19 +23,33 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from clowder_ml.api.bounded import bounded_route
 from clowder_ml.api.deps import PlatformDep, UserDep, current_user_ws
+from clowder_ml.api.fields import (
+    DATASET_ID_PATTERN,
+    DATASET_REF_BODY_PATTERN,
+    FILE_PATH_PATTERN,
+    MAX_PATH,
+    FilePathField,
+)
+from clowder_ml.api.responses import READS_DATASET, WRITES_DATASET, errors
 from clowder_ml.api.schemas import Strict, Text, VersionOut
-from clowder_ml.errors import ClowderMLError, NotFound, PermissionDenied
+from clowder_ml.errors import (
+    ClowderMLError,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    StorageError,
+)
 from clowder_ml.services import datasets, documents
 from clowder_ml.services.collab import CollabHub, changes_document
 from clowder_ml.services.platform import Platform
 
 router = APIRouter(prefix="/api/v1/documents", tags=["documents"],
-                   route_class=bounded_route(64 << 10))
+                   route_class=bounded_route(64 << 10), responses=errors(PayloadTooLarge))
 
 
 class SaveRequest(Strict):
-    dataset: str = Field(min_length=1, max_length=64, description="The dataset's id")
-    path: str = Field(min_length=1, max_length=1024)
+    dataset: str = Field(pattern=DATASET_ID_PATTERN, description="The dataset's id")
+    path: FilePathField
     message: Text = Field(default="", max_length=500, description="The version's message")
 
 
@@ -62,7 +76,7 @@ def get_hub(request: Request) -> CollabHub:
 HubDep = Annotated[CollabHub, Depends(get_hub)]
 
 
-@router.post("/save", response_model=SaveOut)
+@router.post("/save", response_model=SaveOut, responses=errors(*WRITES_DATASET, StorageError))
 async def save(body: SaveRequest, user: UserDep, platform: PlatformDep, hub: HubDep) -> SaveOut:
     """Write the file's draft (what the editors see now) as a new version of the dataset."""
     access = await to_thread.run_sync(documents.open_document, platform.db, user,
@@ -82,10 +96,13 @@ async def save(body: SaveRequest, user: UserDep, platform: PlatformDep, hub: Hub
                    version=VersionOut.model_validate(version))
 
 
-@router.get("/history", response_model=list[RevisionOut])
+@router.get("/history", response_model=list[RevisionOut], responses=errors(*READS_DATASET))
 def history(user: UserDep, platform: PlatformDep,
-            dataset: Annotated[str, Query(min_length=1, max_length=300)],
-            path: Annotated[str, Query(min_length=1, max_length=1024)]) -> list[RevisionOut]:
+            dataset: Annotated[str, Query(pattern=DATASET_REF_BODY_PATTERN, max_length=300,
+                                          description="The dataset (id, name, owner:name)")],
+            path: Annotated[str, Query(pattern=FILE_PATH_PATTERN, max_length=MAX_PATH,
+                                       description="The file's path in the dataset")],
+            ) -> list[RevisionOut]:
     """The versions in which the file was added, changed or removed, newest first."""
     with platform.db.session() as s:
         ds = datasets.resolve(s, user, dataset)

@@ -13,19 +13,27 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect, status
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
 from clowder_ml.api.deps import PlatformDep, UserDep, current_user_ws
+from clowder_ml.api.fields import NO_NUL_PATTERN, FilePathPath, IdPath
 from clowder_ml.api.job_schemas import JobEventOut, MetricOut, OutputOut
+from clowder_ml.api.responses import NAMES_RESOURCE, READS_DATASET, READS_MODEL, errors
 from clowder_ml.db.models import User
 from clowder_ml.engine.spec import JobSpec
 from clowder_ml.engine.states import JobState
-from clowder_ml.errors import ClowderMLError, NotFound
+from clowder_ml.errors import ClowderMLError, NotFound, PermissionDenied, UnusableContent
 from clowder_ml.services import job_runs, jobs
 from clowder_ml.services.job_views import JobOut
 from clowder_ml.services.platform import Platform
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+# A submission names a task (404 when there is none of that name) and its inputs (datasets
+# and models it must be able to read, a dataset with files; write access where the task
+# adds to the dataset).
+SUBMITS = errors(*READS_DATASET, *READS_MODEL, PermissionDenied, UnusableContent)
+JOB = errors(*NAMES_RESOURCE)
 # How often followers look for new log bytes, metrics and state (the DB is the only channel
 # between the runner's reports and the watchers, so this works with any number of servers).
 FOLLOW_POLL_S = 0.25
+MAX_METRIC_ID = 2**31 - 1  # metric ids are 32-bit integers in the database
 
 
 def _view(platform: Platform, user: User, job_id: str) -> JobOut:
@@ -33,7 +41,8 @@ def _view(platform: Platform, user: User, job_id: str) -> JobOut:
         return job_runs.describe(s, platform.settings, jobs.get(s, user, job_id))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut,
+             responses=SUBMITS)
 def submit(spec: JobSpec, user: UserDep, platform: PlatformDep) -> JobOut:
     """Record a job; the dispatcher hands it to Ray as soon as the user has a free slot."""
     with platform.db.session() as s:
@@ -52,44 +61,48 @@ def list_jobs(user: UserDep, platform: PlatformDep,
                 for j in jobs.list_visible(s, user, state)]
 
 
-@router.get("/{job_id}", response_model=JobOut)
-def show(job_id: str, user: UserDep, platform: PlatformDep) -> JobOut:
+@router.get("/{job_id}", response_model=JobOut, responses=JOB)
+def show(job_id: IdPath, user: UserDep, platform: PlatformDep) -> JobOut:
     return _view(platform, user, job_id)
 
 
-@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
-def cancel(job_id: str, user: UserDep, platform: PlatformDep) -> JobOut:
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
+             responses=JOB)
+def cancel(job_id: IdPath, user: UserDep, platform: PlatformDep) -> JobOut:
     """Stop the job; it becomes CANCELLED once Ray has stopped its processes."""
     jobs.request_cancel(platform.db, user, job_id)
     platform.wake_dispatcher()
     return _view(platform, user, job_id)
 
 
-@router.get("/{job_id}/events", response_model=list[JobEventOut])
-def events(job_id: str, user: UserDep, platform: PlatformDep) -> list[JobEventOut]:
+@router.get("/{job_id}/events", response_model=list[JobEventOut], responses=JOB)
+def events(job_id: IdPath, user: UserDep, platform: PlatformDep) -> list[JobEventOut]:
     with platform.db.session() as s:
         return [JobEventOut.model_validate(e) for e in jobs.events(s, jobs.get(s, user, job_id))]
 
 
-@router.get("/{job_id}/metrics", response_model=list[MetricOut])
-def metrics(job_id: str, user: UserDep, platform: PlatformDep,
-            name: Annotated[str | None, Query(max_length=128)] = None,
-            after: Annotated[int, Query(ge=0, le=2**62)] = 0) -> list[MetricOut]:
+@router.get("/{job_id}/metrics", response_model=list[MetricOut], responses=JOB)
+def metrics(job_id: IdPath, user: UserDep, platform: PlatformDep,
+            name: Annotated[str | None, Query(max_length=128, pattern=NO_NUL_PATTERN)] = None,
+            after: Annotated[int, Query(ge=0, le=MAX_METRIC_ID)] = 0) -> list[MetricOut]:
     """Metric points with id > ``after`` (pass the last id seen to get only new ones)."""
     with platform.db.session() as s:
         job = jobs.get(s, user, job_id)
         return [MetricOut.model_validate(m) for m in job_runs.metrics(s, job, name, after)]
 
 
-@router.get("/{job_id}/outputs", response_model=list[OutputOut])
-def outputs(job_id: str, user: UserDep, platform: PlatformDep) -> list[OutputOut]:
+@router.get("/{job_id}/outputs", response_model=list[OutputOut], responses=JOB)
+def outputs(job_id: IdPath, user: UserDep, platform: PlatformDep) -> list[OutputOut]:
     with platform.db.session() as s:
         return [OutputOut.model_validate(o) for o in job_runs.outputs(s, jobs.get(s, user,
                                                                                job_id))]
 
 
-@router.get("/{job_id}/outputs/{path:path}", response_class=FileResponse)
-def output_file(job_id: str, path: str, user: UserDep, platform: PlatformDep) -> FileResponse:
+@router.get("/{job_id}/outputs/{path:path}", response_class=FileResponse,
+            responses={200: {"content": {"*/*": {
+                "schema": {"type": "string", "format": "binary"}}}}, **JOB})
+def output_file(job_id: IdPath, path: FilePathPath, user: UserDep, platform: PlatformDep,
+                ) -> FileResponse:
     with platform.db.session() as s:
         row = job_runs.get_output(s, jobs.get(s, user, job_id), path)
     blob = platform.blobs.path(row.sha256)
@@ -123,8 +136,12 @@ async def _follow_log(platform: Platform, user: User, job_id: str, offset: int
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse,
-            responses={200: {"content": {"text/plain": {}}}})
-async def logs(job_id: str, user: UserDep, platform: PlatformDep,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "headers": {"X-Log-Size": {
+                                 "description": "Bytes of log stored so far",
+                                 "required": True, "schema": {"type": "integer"}}}},
+                       **JOB})
+async def logs(job_id: IdPath, user: UserDep, platform: PlatformDep,
                offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
                follow: bool = False) -> StreamingResponse:
     """The job's log (stdout and stderr of the runner and the task) from byte ``offset``.

@@ -8,22 +8,44 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, model_validator
 from sqlalchemy import select
 
 from clowder_ml.api.deps import AuditDep, PlatformDep, UserDep
+from clowder_ml.api.fields import (
+    AliasPath,
+    DatasetRefField,
+    DatasetRefPath,
+    FilePathPath,
+    FolderField,
+    ModelName,
+    ModelNamePath,
+    ModelRefPath,
+    UsernamePath,
+)
 from clowder_ml.api.job_schemas import OutputOut
+from clowder_ml.api.responses import (
+    READS_DATASET,
+    READS_MODEL,
+    SHARES,
+    WRITES_DATASET,
+    WRITES_MODEL,
+    errors,
+)
 from clowder_ml.api.schemas import Metadata, Strict, Text
 from clowder_ml.clowder import export as clowder_export
 from clowder_ml.clowder.messages import OBJECT_ID
+from clowder_ml.clowder.rest import ClowderNotConfigured, ClowderRefused, ClowderUnreachable
 from clowder_ml.db.models import Model, ModelVersion, Permission, User
 from clowder_ml.engine.spec import MAX_CPUS, MAX_GPUS
-from clowder_ml.errors import NotFound
+from clowder_ml.errors import Conflict, NotFound, StorageError, UnusableContent
 from clowder_ml.registry import artifacts, lineage, models, reproduction
 from clowder_ml.services import audit, datasets, files, users
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
 NumberP = Annotated[int, Path(ge=1, le=2**31 - 1, description="Version or reproduction number")]
+ZIP: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
 class ModelOut(BaseModel):
@@ -72,11 +94,24 @@ class ModelUpdate(Strict):
     """Fields left out are unchanged. ``best_metric`` + ``best_mode`` set the best-version
     rule (``best`` then follows it); ``clear_best_rule`` removes it."""
 
+    # A best_metric needs its best_mode, said where the schema can say it.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "if": {"properties": {"best_metric": {"type": "string"}},
+               "required": ["best_metric"]},
+        "then": {"properties": {"best_mode": {"enum": ["max", "min"]}},
+                 "required": ["best_mode"]}})
+
     description: Text | None = None
     tags: Metadata | None = None
-    best_metric: str | None = Field(default=None, min_length=1, max_length=128)
+    best_metric: Text | None = Field(default=None, min_length=1, max_length=128)
     best_mode: Literal["max", "min"] | None = None
-    clear_best_rule: bool = False
+    clear_best_rule: StrictBool = False
+
+    @model_validator(mode="after")
+    def _rule_has_mode(self) -> ModelUpdate:
+        if self.best_metric is not None and self.best_mode is None:
+            raise ValueError("a best_metric needs best_mode 'max' or 'min'")
+        return self
 
 
 class VersionUpdate(Strict):
@@ -86,7 +121,7 @@ class VersionUpdate(Strict):
 
 class AliasSet(Strict):
     version: int = Field(ge=1, le=2**31 - 1)
-    reason: str = Field(default="", max_length=500)
+    reason: Text = Field(default="", max_length=500)
 
 
 class AliasOut(BaseModel):
@@ -113,9 +148,9 @@ class ShareRequest(Strict):
 
 
 class ExportRequest(Strict):
-    dataset: str = Field(min_length=1, max_length=300)
-    path: str = Field(default="", max_length=1024,
-                      description="Folder in the dataset (default models/NAME-vN)")
+    dataset: DatasetRefField
+    path: FolderField = Field(default="", description="Folder in the dataset "
+                                                      "(default models/NAME-vN)")
 
 
 class ClowderExportRequest(Strict):
@@ -138,9 +173,9 @@ class ClowderExportOut(BaseModel):
 
 
 class ImportRequest(Strict):
-    name: str = Field(min_length=1, max_length=128)
-    dataset: str = Field(min_length=1, max_length=300)
-    path: str = Field(default="", max_length=1024, description="The folder with config.json")
+    name: ModelName
+    dataset: DatasetRefField
+    path: FolderField = Field(default="", description="The folder with config.json")
     version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     description: Text = ""
 
@@ -236,7 +271,8 @@ def list_models(user: UserDep, platform: PlatformDep) -> list[ModelOut]:
         return [_model_out(s, user, m) for m in models.list_models(s, user)]
 
 
-@router.post("/models/import", response_model=ImportOut, status_code=201)
+@router.post("/models/import", response_model=ImportOut, status_code=201,
+             responses=errors(*READS_DATASET, UnusableContent, StorageError))
 def import_model(body: ImportRequest, user: UserDep, platform: PlatformDep) -> ImportOut:
     """Register a Hugging Face folder from a dataset as a new version (usable as a base
     model). Safetensors only: pickle-based weights are refused or left out."""
@@ -247,21 +283,22 @@ def import_model(body: ImportRequest, user: UserDep, platform: PlatformDep) -> I
         return ImportOut(version=_version_out(s, done.version), skipped=done.skipped)
 
 
-@router.get("/model-refs/{ref:path}", response_model=ModelVersionOut)
-def resolve_ref(ref: str, user: UserDep, platform: PlatformDep) -> ModelVersionOut:
+@router.get("/model-refs/{ref:path}", response_model=ModelVersionOut,
+            responses=errors(*READS_MODEL))
+def resolve_ref(ref: ModelRefPath, user: UserDep, platform: PlatformDep) -> ModelVersionOut:
     """The version a reference names: NAME, NAME@latest, NAME@ALIAS, NAME/N, OWNER:NAME/N."""
     with platform.db.session() as s:
         return _version_out(s, models.resolve(s, user, ref))
 
 
-@router.get("/models/{name}", response_model=ModelOut)
-def show_model(name: str, user: UserDep, platform: PlatformDep) -> ModelOut:
+@router.get("/models/{name}", response_model=ModelOut, responses=errors(*READS_MODEL))
+def show_model(name: ModelNamePath, user: UserDep, platform: PlatformDep) -> ModelOut:
     with platform.db.session() as s:
         return _model_out(s, user, models.get_model_ref(s, user, name))
 
 
-@router.patch("/models/{name}", response_model=ModelOut)
-def update_model(name: str, body: ModelUpdate, user: UserDep,
+@router.patch("/models/{name}", response_model=ModelOut, responses=errors(*WRITES_MODEL))
+def update_model(name: ModelNamePath, body: ModelUpdate, user: UserDep,
                  platform: PlatformDep) -> ModelOut:
     """Description, tags, or the best-version rule (``best`` is moved at once)."""
     with platform.db.session() as s:
@@ -272,23 +309,27 @@ def update_model(name: str, body: ModelUpdate, user: UserDep,
         return _model_out(s, user, m)
 
 
-@router.get("/models/{name}/versions", response_model=list[ModelVersionOut])
-def list_versions(name: str, user: UserDep, platform: PlatformDep) -> list[ModelVersionOut]:
+@router.get("/models/{name}/versions", response_model=list[ModelVersionOut],
+            responses=errors(*READS_MODEL))
+def list_versions(name: ModelNamePath, user: UserDep, platform: PlatformDep,
+                  ) -> list[ModelVersionOut]:
     with platform.db.session() as s:
         m = models.get_model_ref(s, user, name)
         by_version = models.aliases_by_version(s, m)
         return [_version_out(s, v, by_version) for v in models.versions(s, m)]
 
 
-@router.get("/models/{name}/versions/{number}", response_model=ModelVersionOut)
-def show_version(name: str, number: NumberP, user: UserDep,
+@router.get("/models/{name}/versions/{number}", response_model=ModelVersionOut,
+            responses=errors(*READS_MODEL))
+def show_version(name: ModelNamePath, number: NumberP, user: UserDep,
                  platform: PlatformDep) -> ModelVersionOut:
     with platform.db.session() as s:
         return _version_out(s, _version(s, user, name, number))
 
 
-@router.patch("/models/{name}/versions/{number}", response_model=ModelVersionOut)
-def update_version(name: str, number: NumberP, body: VersionUpdate, user: UserDep,
+@router.patch("/models/{name}/versions/{number}", response_model=ModelVersionOut,
+              responses=errors(*WRITES_MODEL))
+def update_version(name: ModelNamePath, number: NumberP, body: VersionUpdate, user: UserDep,
                    platform: PlatformDep) -> ModelVersionOut:
     with platform.db.session() as s:
         v = _version(s, user, name, number, Permission.WRITE)
@@ -296,8 +337,9 @@ def update_version(name: str, number: NumberP, body: VersionUpdate, user: UserDe
         return _version_out(s, v)
 
 
-@router.delete("/models/{name}/versions/{number}", status_code=204)
-def delete_version(name: str, number: NumberP, user: UserDep, platform: PlatformDep,
+@router.delete("/models/{name}/versions/{number}", status_code=204,
+               responses=errors(*WRITES_MODEL))
+def delete_version(name: ModelNamePath, number: NumberP, user: UserDep, platform: PlatformDep,
                    force: bool = False) -> None:
     """Refused (409) while an alias points at the version, unless ``force``."""
     with platform.db.session() as s:
@@ -305,15 +347,17 @@ def delete_version(name: str, number: NumberP, user: UserDep, platform: Platform
         models.delete_version(s, user, m, number, force)
 
 
-@router.get("/models/{name}/aliases", response_model=AliasesOut)
-def list_aliases(name: str, user: UserDep, platform: PlatformDep) -> AliasesOut:
+@router.get("/models/{name}/aliases", response_model=AliasesOut,
+            responses=errors(*READS_MODEL))
+def list_aliases(name: ModelNamePath, user: UserDep, platform: PlatformDep) -> AliasesOut:
     """Current aliases and every move (``latest`` is implicit: the newest version)."""
     with platform.db.session() as s:
         return _aliases_out(s, models.get_model_ref(s, user, name))
 
 
-@router.put("/models/{name}/aliases/{alias}", response_model=AliasesOut)
-def set_alias(name: str, alias: str, body: AliasSet, user: UserDep,
+@router.put("/models/{name}/aliases/{alias}", response_model=AliasesOut,
+            responses=errors(*WRITES_MODEL))
+def set_alias(name: ModelNamePath, alias: AliasPath, body: AliasSet, user: UserDep,
               platform: PlatformDep) -> AliasesOut:
     with platform.db.session() as s:
         m = models.get_model_ref(s, user, name, Permission.WRITE)
@@ -321,17 +365,19 @@ def set_alias(name: str, alias: str, body: AliasSet, user: UserDep,
         return _aliases_out(s, m)
 
 
-@router.delete("/models/{name}/aliases/{alias}", response_model=AliasesOut)
-def remove_alias(name: str, alias: str, user: UserDep, platform: PlatformDep) -> AliasesOut:
+@router.delete("/models/{name}/aliases/{alias}", response_model=AliasesOut,
+               responses=errors(*WRITES_MODEL))
+def remove_alias(name: ModelNamePath, alias: AliasPath, user: UserDep, platform: PlatformDep,
+                 ) -> AliasesOut:
     with platform.db.session() as s:
         m = models.get_model_ref(s, user, name, Permission.WRITE)
         models.remove_alias(s, user, m, alias)
         return _aliases_out(s, m)
 
 
-@router.get("/models/{name}/compare")
-def compare(name: str, user: UserDep, platform: PlatformDep,
-            versions: Annotated[str, Query(pattern=r"^\d{1,9}(,\d{1,9})+$",
+@router.get("/models/{name}/compare", responses=errors(*READS_MODEL))
+def compare(name: ModelNamePath, user: UserDep, platform: PlatformDep,
+            versions: Annotated[str, Query(pattern=r"^[0-9]{1,9}(,[0-9]{1,9})+$",
                                            description="Two or more: 1,3,4")],
             ) -> dict[str, Any]:
     """Versions side by side: params that differ, metrics, data, base model."""
@@ -341,16 +387,16 @@ def compare(name: str, user: UserDep, platform: PlatformDep,
                                   for n in versions.split(",")])
 
 
-@router.get("/models/{name}/versions/{number}/lineage")
-def version_lineage(name: str, number: NumberP, user: UserDep,
+@router.get("/models/{name}/versions/{number}/lineage", responses=errors(*READS_MODEL))
+def version_lineage(name: ModelNamePath, number: NumberP, user: UserDep,
                     platform: PlatformDep) -> dict[str, Any]:
     """Where the version came from (job, data, parent) and what used it (predictions...)."""
     with platform.db.session() as s:
         return lineage.version_lineage(s, user, _version(s, user, name, number))
 
 
-@router.get("/datasets/{ref}/versions/{number}/lineage")
-def dataset_lineage(ref: str, number: NumberP, user: UserDep,
+@router.get("/datasets/{ref}/versions/{number}/lineage", responses=errors(*READS_DATASET))
+def dataset_lineage(ref: DatasetRefPath, number: NumberP, user: UserDep,
                     platform: PlatformDep) -> dict[str, Any]:
     """The job that wrote this dataset version and the jobs (and models) that read it."""
     with platform.db.session() as s:
@@ -360,8 +406,9 @@ def dataset_lineage(ref: str, number: NumberP, user: UserDep,
         return lineage.dataset_lineage(s, user, ds, number)
 
 
-@router.get("/models/{name}/versions/{number}/files", response_model=list[OutputOut])
-def version_files(name: str, number: NumberP, user: UserDep,
+@router.get("/models/{name}/versions/{number}/files", response_model=list[OutputOut],
+            responses=errors(*READS_MODEL))
+def version_files(name: ModelNamePath, number: NumberP, user: UserDep,
                   platform: PlatformDep) -> list[OutputOut]:
     with platform.db.session() as s:
         v = _version(s, user, name, number)
@@ -370,8 +417,11 @@ def version_files(name: str, number: NumberP, user: UserDep,
 
 
 @router.get("/models/{name}/versions/{number}/files/{path:path}",
-            response_class=FileResponse)
-def version_file(name: str, number: NumberP, path: str, user: UserDep,
+            response_class=FileResponse,
+            responses={200: {"content": {"*/*": {
+                "schema": {"type": "string", "format": "binary"}}}},
+                       **errors(*READS_MODEL)})
+def version_file(name: ModelNamePath, number: NumberP, path: FilePathPath, user: UserDep,
                  platform: PlatformDep) -> FileResponse:
     with platform.db.session() as s:
         v = _version(s, user, name, number)
@@ -382,8 +432,8 @@ def version_file(name: str, number: NumberP, path: str, user: UserDep,
 
 
 @router.get("/models/{name}/versions/{number}/archive", response_class=StreamingResponse,
-            responses={200: {"content": {"application/zip": {}}}})
-def download_version(name: str, number: NumberP, user: UserDep,
+            responses={**ZIP, **errors(*READS_MODEL)})
+def download_version(name: ModelNamePath, number: NumberP, user: UserDep,
                      platform: PlatformDep) -> StreamingResponse:
     """The version's Hugging Face folder as a zip, streamed as it is built."""
     with platform.db.session() as s:
@@ -397,8 +447,9 @@ def download_version(name: str, number: NumberP, user: UserDep,
                                       f'attachment; filename="{filename}"'})
 
 
-@router.post("/models/{name}/versions/{number}/export", status_code=201)
-def export_version(name: str, number: NumberP, body: ExportRequest, user: UserDep,
+@router.post("/models/{name}/versions/{number}/export", status_code=201,
+             responses=errors(*READS_MODEL, *WRITES_DATASET, StorageError))
+def export_version(name: ModelNamePath, number: NumberP, body: ExportRequest, user: UserDep,
                    platform: PlatformDep) -> dict[str, Any]:
     """Add the version's files to a dataset you can write (a new dataset version)."""
     with platform.db.session() as s:
@@ -411,8 +462,10 @@ def export_version(name: str, number: NumberP, body: ExportRequest, user: UserDe
 
 
 @router.post("/models/{name}/versions/{number}/export-to-clowder", status_code=201,
-             response_model=ClowderExportOut)
-def export_version_to_clowder(name: str, number: NumberP, body: ClowderExportRequest,
+             response_model=ClowderExportOut,
+             responses=errors(*READS_MODEL, ClowderNotConfigured, ClowderRefused,
+                              ClowderUnreachable, StorageError))
+def export_version_to_clowder(name: ModelNamePath, number: NumberP, body: ClowderExportRequest,
                               user: UserDep, platform: PlatformDep) -> ClowderExportOut:
     """Upload the version (zip of its folder and model card) into a Clowder dataset, with
     its metrics and lineage as metadata, on the Clowder this server is configured for."""
@@ -422,8 +475,8 @@ def export_version_to_clowder(name: str, number: NumberP, body: ClowderExportReq
 
 
 @router.post("/models/{name}/versions/{number}/reproduce", response_model=ReproductionOut,
-             status_code=202)
-def reproduce(name: str, number: NumberP, body: ReproduceRequest, user: UserDep,
+             status_code=202, responses=errors(*READS_MODEL, Conflict))
+def reproduce(name: ModelNamePath, number: NumberP, body: ReproduceRequest, user: UserDep,
               platform: PlatformDep) -> ReproductionOut:
     """Re-run the version's job; the verdict is ready when that job ends."""
     with platform.db.session() as s:
@@ -436,8 +489,8 @@ def reproduce(name: str, number: NumberP, body: ReproduceRequest, user: UserDep,
 
 
 @router.get("/models/{name}/versions/{number}/reproductions",
-            response_model=list[ReproductionOut])
-def list_reproductions(name: str, number: NumberP, user: UserDep,
+            response_model=list[ReproductionOut], responses=errors(*READS_MODEL))
+def list_reproductions(name: ModelNamePath, number: NumberP, user: UserDep,
                        platform: PlatformDep) -> list[ReproductionOut]:
     with platform.db.session() as s:
         v = _version(s, user, name, number)
@@ -446,16 +499,16 @@ def list_reproductions(name: str, number: NumberP, user: UserDep,
 
 
 @router.get("/models/{name}/versions/{number}/reproductions/{rid}",
-            response_model=ReproductionOut)
-def show_reproduction(name: str, number: NumberP, rid: NumberP, user: UserDep,
+            response_model=ReproductionOut, responses=errors(*READS_MODEL))
+def show_reproduction(name: ModelNamePath, number: NumberP, rid: NumberP, user: UserDep,
                       platform: PlatformDep) -> ReproductionOut:
     with platform.db.session() as s:
         v = _version(s, user, name, number)
         return ReproductionOut(**reproduction.describe(s, reproduction.get(s, v, rid)))
 
 
-@router.put("/models/{name}/shares/{username}", status_code=204)
-def share_model(name: str, username: str, body: ShareRequest, user: UserDep,
+@router.put("/models/{name}/shares/{username}", status_code=204, responses=errors(*SHARES))
+def share_model(name: ModelNamePath, username: UsernamePath, body: ShareRequest, user: UserDep,
                 platform: PlatformDep, ctx: AuditDep) -> None:
     with platform.db.session() as s:
         m = models.get_model_ref(s, user, name)
@@ -463,8 +516,9 @@ def share_model(name: str, username: str, body: ShareRequest, user: UserDep,
         audit.record_share(s, ctx, user, f"model:{m.id}", username, body.permission.value)
 
 
-@router.delete("/models/{name}/shares/{username}", status_code=204)
-def unshare_model(name: str, username: str, user: UserDep, platform: PlatformDep,
+@router.delete("/models/{name}/shares/{username}", status_code=204,
+               responses=errors(*SHARES))
+def unshare_model(name: ModelNamePath, username: UsernamePath, user: UserDep, platform: PlatformDep,
                   ctx: AuditDep) -> None:
     with platform.db.session() as s:
         m = models.get_model_ref(s, user, name)

@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from clowder_ml.api.deps import PlatformDep, UserDep
+from clowder_ml.api.responses import ADMIN_ONLY, errors
 from clowder_ml.api.schemas import GcOut
 from clowder_ml.errors import ServiceUnavailable
 from clowder_ml.services import maintenance, users
@@ -20,7 +21,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=errors(ServiceUnavailable))
 def readyz(platform: PlatformDep) -> dict[str, str]:
     """The database answers and the data folder is writable."""
     try:
@@ -42,7 +43,7 @@ def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.post("/api/v1/admin/gc", response_model=GcOut)
+@router.post("/api/v1/admin/gc", response_model=GcOut, responses=errors(*ADMIN_ONLY))
 def collect_garbage(user: UserDep, platform: PlatformDep) -> GcOut:
     """Expire stale uploads and delete unreferenced blobs (admins only)."""
     users.require_admin(user)

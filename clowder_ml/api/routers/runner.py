@@ -10,9 +10,11 @@ from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from clowder_ml.api.deps import PlatformDep
+from clowder_ml.api.fields import FilePathPath
 from clowder_ml.api.job_schemas import FinishAck, OutputOut, ReportAck, RunnerFinish, RunnerReport
+from clowder_ml.api.responses import NAMES_RESOURCE, errors
 from clowder_ml.db.models import Job
-from clowder_ml.errors import AuthenticationRequired, NotFound
+from clowder_ml.errors import AuthenticationRequired, NotFound, StorageError, StorageFull
 from clowder_ml.services import job_runs, job_tokens
 from clowder_ml.services.job_views import RunnerJob
 from clowder_ml.services.paths import normalize_path
@@ -44,7 +46,10 @@ def runner_job(job: JobDep, platform: PlatformDep) -> RunnerJob:
         return job_runs.runner_job(s, job)
 
 
-@router.get("/blobs/{sha256}", response_class=FileResponse)
+@router.get("/blobs/{sha256}", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"}}}},
+                       **errors(*NAMES_RESOURCE)})
 def input_blob(sha256: Sha256, job: JobDep, platform: PlatformDep) -> FileResponse:
     """An input file's content by digest; any digest outside the job's inputs is 404."""
     with platform.db.session() as s:
@@ -62,8 +67,12 @@ def report(body: RunnerReport, job: JobDep, platform: PlatformDep) -> ReportAck:
     return ReportAck(cancel_requested=cancel, log_offset=log_offset)
 
 
-@router.put("/outputs/{path:path}", response_model=OutputOut)
-async def put_output(path: str, request: Request, job: JobDep,
+@router.put("/outputs/{path:path}", response_model=OutputOut,
+            responses=errors(StorageFull, StorageError),
+            openapi_extra={"requestBody": {"required": True, "content": {
+                "application/octet-stream": {"schema": {"type": "string",
+                                                        "format": "binary"}}}}})
+async def put_output(path: FilePathPath, request: Request, job: JobDep,
                      platform: PlatformDep) -> OutputOut:
     """Store one output file, streamed to a blob (any size; content-addressed)."""
     normalize_path(path)  # refuse a bad path before reading the body

@@ -10,12 +10,17 @@ from pydantic import BaseModel, Field
 
 from clowder_ml.api.bounded import bounded_route
 from clowder_ml.api.deps import PlatformDep, UserDep
+from clowder_ml.api.responses import errors
 from clowder_ml.api.schemas import Strict
+from clowder_ml.errors import PayloadTooLarge
 from clowder_ml.services.code_scan import MAX_CODE_BYTES, scan_for_editor
 
-# JSON escapes can make the body up to 6x the code (\uXXXX), plus the field names.
+# JSON escapes can make the body up to 12x the code's characters (one outside the BMP is
+# two \uXXXX escapes), plus the field names: code the schema allows is never refused as
+# too large; only a body no valid request needs is.
 router = APIRouter(prefix="/api/v1", tags=["scan"],
-                   route_class=bounded_route(6 * MAX_CODE_BYTES + 4096))
+                   route_class=bounded_route(12 * MAX_CODE_BYTES + 4096),
+                   responses=errors(PayloadTooLarge))
 
 
 class ScanRequest(Strict):

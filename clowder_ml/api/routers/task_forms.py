@@ -9,10 +9,14 @@ from pydantic import BaseModel, Field
 
 from clowder_ml.api.bounded import bounded_route
 from clowder_ml.api.deps import PlatformDep, UserDep
+from clowder_ml.api.fields import TaskPath
+from clowder_ml.api.responses import NAMES_RESOURCE, errors
 from clowder_ml.api.schemas import Strict
+from clowder_ml.errors import PayloadTooLarge
 from clowder_ml.services.task_forms import validate_params
 
-router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], route_class=bounded_route(1 << 20))
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], route_class=bounded_route(1 << 20),
+                   responses=errors(PayloadTooLarge))
 
 
 class ParamsCheck(Strict):
@@ -29,8 +33,9 @@ class ParamsCheckOut(BaseModel):
     errors: list[FieldErrorOut]
 
 
-@router.post("/{task}/validate", response_model=ParamsCheckOut)
-def validate(task: str, body: ParamsCheck, user: UserDep, platform: PlatformDep,
+@router.post("/{task}/validate", response_model=ParamsCheckOut,
+             responses=errors(*NAMES_RESOURCE))
+def validate(task: TaskPath, body: ParamsCheck, user: UserDep, platform: PlatformDep,
              ) -> ParamsCheckOut:
     """Check ``params`` as submission would; each problem names its field."""
     errors = validate_params(platform.tasks, task, body.params)

@@ -17,7 +17,10 @@ from email.utils import format_datetime
 from anyio import to_thread
 from fastapi import APIRouter, Request, Response, status
 
+from clowder_ml.api import tus_contract
 from clowder_ml.api.deps import PlatformDep, UserDep
+from clowder_ml.api.fields import IdPath
+from clowder_ml.api.responses import NAMES_RESOURCE, errors
 from clowder_ml.api.schemas import UploadOut
 from clowder_ml.errors import PreconditionFailed, UploadFinalizing
 from clowder_ml.services.uploads import (
@@ -54,8 +57,9 @@ def _location(upload_id: str) -> str:
     return f"/api/v1/uploads/{upload_id}"
 
 
-@router.options("/", status_code=status.HTTP_204_NO_CONTENT, include_in_schema=False)
+@router.options("/", status_code=status.HTTP_204_NO_CONTENT, **tus_contract.OPTIONS)
 def tus_options(platform: PlatformDep) -> Response:
+    """What this server's tus supports (no credentials needed)."""
     return Response(status_code=204, headers={
         "Tus-Version": TUS_VERSION,
         "Tus-Extension": TUS_EXTENSIONS,
@@ -64,7 +68,7 @@ def tus_options(platform: PlatformDep) -> Response:
     })
 
 
-@router.post("/", status_code=status.HTTP_201_CREATED, include_in_schema=False)
+@router.post("/", status_code=status.HTTP_201_CREATED, **tus_contract.CREATE)
 async def tus_create(request: Request, user: UserDep, platform: PlatformDep) -> Response:
     """Create an upload; a body with Content-Type offset+octet-stream is its first chunk."""
     _require_tus(request)
@@ -83,17 +87,19 @@ async def tus_create(request: Request, user: UserDep, platform: PlatformDep) -> 
     return Response(status_code=201, headers={"Location": _location(st.id), **_headers(st)})
 
 
-@router.head("/{upload_id}", include_in_schema=False)
-def tus_head(upload_id: str, request: Request, user: UserDep, platform: PlatformDep,
+@router.head("/{upload_id}", **tus_contract.HEAD)
+def tus_head(upload_id: IdPath, request: Request, user: UserDep, platform: PlatformDep,
              ) -> Response:
+    """The upload's offset (where to resume) and state."""
     _require_tus(request)
     st = platform.uploads.head(user, upload_id)
     return Response(status_code=200, headers=_headers(st))
 
 
-@router.patch("/{upload_id}", status_code=status.HTTP_204_NO_CONTENT, include_in_schema=False)
-async def tus_patch(upload_id: str, request: Request, user: UserDep, platform: PlatformDep,
+@router.patch("/{upload_id}", status_code=status.HTTP_204_NO_CONTENT, **tus_contract.PATCH)
+async def tus_patch(upload_id: IdPath, request: Request, user: UserDep, platform: PlatformDep,
                     ) -> Response:
+    """Append the body's bytes at ``Upload-Offset``."""
     _require_tus(request)
     offset = parse_int_header("Upload-Offset", request.headers.get("upload-offset"))
     st = await platform.uploads.append(user, upload_id, offset,
@@ -105,16 +111,17 @@ async def tus_patch(upload_id: str, request: Request, user: UserDep, platform: P
     return Response(status_code=204, headers=headers)
 
 
-@router.delete("/{upload_id}", status_code=status.HTTP_204_NO_CONTENT, include_in_schema=False)
-def tus_delete(upload_id: str, request: Request, user: UserDep, platform: PlatformDep,
+@router.delete("/{upload_id}", status_code=status.HTTP_204_NO_CONTENT, **tus_contract.DELETE)
+def tus_delete(upload_id: IdPath, request: Request, user: UserDep, platform: PlatformDep,
                ) -> Response:
+    """Stop an upload and drop what it received (tus termination)."""
     _require_tus(request)
     platform.uploads.terminate(user, upload_id)
     return Response(status_code=204)
 
 
-@router.get("/{upload_id}", response_model=UploadOut)
-def upload_status(upload_id: str, user: UserDep, platform: PlatformDep) -> UploadOut:
+@router.get("/{upload_id}", response_model=UploadOut, responses=errors(*NAMES_RESOURCE))
+def upload_status(upload_id: IdPath, user: UserDep, platform: PlatformDep) -> UploadOut:
     """JSON view of an upload: state, offset, the dataset version it created, or its error."""
     st = platform.uploads.status(user, upload_id)
     return UploadOut(id=st.id, dataset_id=st.dataset_id, path=st.path, length=st.length,

@@ -1123,6 +1123,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/uploads/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Tus Create
+         * @description Create an upload; a body with Content-Type offset+octet-stream is its first chunk.
+         */
+        post: operations["tus_create_api_v1_uploads__post"];
+        delete?: never;
+        /**
+         * Tus Options
+         * @description What this server's tus supports (no credentials needed).
+         */
+        options: operations["tus_options_api_v1_uploads__options"];
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/uploads/{upload_id}": {
         parameters: {
             query?: never;
@@ -1137,10 +1161,22 @@ export interface paths {
         get: operations["upload_status_api_v1_uploads__upload_id__get"];
         put?: never;
         post?: never;
-        delete?: never;
+        /**
+         * Tus Delete
+         * @description Stop an upload and drop what it received (tus termination).
+         */
+        delete: operations["tus_delete_api_v1_uploads__upload_id__delete"];
         options?: never;
-        head?: never;
-        patch?: never;
+        /**
+         * Tus Head
+         * @description The upload's offset (where to resume) and state.
+         */
+        head: operations["tus_head_api_v1_uploads__upload_id__head"];
+        /**
+         * Tus Patch
+         * @description Append the body's bytes at ``Upload-Offset``.
+         */
+        patch: operations["tus_patch_api_v1_uploads__upload_id__patch"];
         trace?: never;
     };
     "/api/v1/users": {
@@ -1285,6 +1321,24 @@ export interface components {
             history: components["schemas"]["AliasEventOut"][];
         };
         /**
+         * ArchiveForm
+         * @description A zip to unpack into a dataset (``POST /datasets/{ref}/archive``).
+         */
+        ArchiveForm: {
+            /**
+             * File
+             * Format: binary
+             * @description A .zip archive; anything else is refused (422 unsafe_archive)
+             */
+            file: string;
+            /**
+             * Prefix
+             * @description Folder to unpack into
+             * @default
+             */
+            prefix?: string;
+        };
+        /**
          * AuditEventOut
          * @description One audit record (``services.audit``): never a secret, a token only by its id.
          */
@@ -1319,39 +1373,6 @@ export interface components {
             events: components["schemas"]["AuditEventOut"][];
             /** Next Before */
             next_before: number | null;
-        };
-        /** Body_add_archive_api_v1_datasets__ref__archive_post */
-        Body_add_archive_api_v1_datasets__ref__archive_post: {
-            /**
-             * File
-             * @description A .zip archive
-             */
-            file: string;
-            /**
-             * Prefix
-             * @description Folder to unpack into
-             * @default
-             */
-            prefix?: string;
-        };
-        /** Body_add_files_api_v1_datasets__ref__files_post */
-        Body_add_files_api_v1_datasets__ref__files_post: {
-            /**
-             * File
-             * @description One or more files
-             */
-            file: string[];
-            /**
-             * Path
-             * @description Path for a single file
-             */
-            path?: string | null;
-            /**
-             * Prefix
-             * @description Folder for the files
-             * @default
-             */
-            prefix?: string;
         };
         /** ClowderExportOut */
         ClowderExportOut: {
@@ -1395,7 +1416,10 @@ export interface components {
             metadata?: {
                 [key: string]: unknown;
             };
-            /** Name */
+            /**
+             * Name
+             * @description 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit
+             */
             name: string;
         };
         /** DatasetOut */
@@ -1435,9 +1459,36 @@ export interface components {
                 [key: string]: unknown;
             } | null;
         };
+        /**
+         * ErrorDetail
+         * @description What went wrong: a stable machine ``code``, a human ``message``, and a ``hint`` that
+         *     says what to do (or null).
+         */
+        ErrorDetail: {
+            /**
+             * Code
+             * @description Stable; each operation lists the codes it may send per status (x-error-codes)
+             * @enum {string}
+             */
+            code: "already_exists" | "authentication_required" | "bad_request" | "checksum_mismatch" | "clowder_not_configured" | "clowder_refused" | "clowder_unreachable" | "conflict" | "cross_site_request_refused" | "dataset_busy" | "engine_unavailable" | "gone" | "internal_error" | "invalid_credentials" | "invalid_job_transition" | "method_not_allowed" | "not_found" | "payload_too_large" | "permission_denied" | "precondition_failed" | "range_not_satisfiable" | "resources_unsatisfiable" | "sandbox_unavailable" | "service_unavailable" | "storage_error" | "storage_full" | "too_many_attempts" | "training_failed" | "unsafe_archive" | "unsupported_format" | "unsupported_media_type" | "unusable_content" | "upload_expired" | "upload_finalizing" | "upload_locked" | "upload_offset_mismatch" | "validation_failed";
+            /** Hint */
+            hint: string | null;
+            /** Message */
+            message: string;
+        };
+        /**
+         * ErrorResponse
+         * @description The body of every error answer (any 4xx or 5xx).
+         */
+        ErrorResponse: {
+            error: components["schemas"]["ErrorDetail"];
+        };
         /** ExportRequest */
         ExportRequest: {
-            /** Dataset */
+            /**
+             * Dataset
+             * @description Id, name, owner:name or owner/name
+             */
             dataset: string;
             /**
              * Path
@@ -1464,6 +1515,31 @@ export interface components {
             sha256: string;
             /** Size */
             size: number;
+        };
+        /**
+         * FilesForm
+         * @description Small files by multipart (``POST /datasets/{ref}/files``). As with ``cp``: one file
+         *     lands at ``path`` (or ``prefix``/its file name); several land in the folder ``path``
+         *     (or ``prefix``), each under its file name.
+         */
+        FilesForm: {
+            /**
+             * File
+             * @description One or more files
+             */
+            file: string[];
+            /**
+             * Path
+             * @description One file: its path; several: their folder
+             * @default
+             */
+            path?: string;
+            /**
+             * Prefix
+             * @description Folder for the files (without path)
+             * @default
+             */
+            prefix?: string;
         };
         /** FindingOut */
         FindingOut: {
@@ -1509,11 +1585,6 @@ export interface components {
             /** Uploads Expired */
             uploads_expired: number;
         };
-        /** HTTPValidationError */
-        HTTPValidationError: {
-            /** Detail */
-            detail?: components["schemas"]["ValidationError"][];
-        };
         /** ImportOut */
         ImportOut: {
             /** Skipped */
@@ -1522,14 +1593,20 @@ export interface components {
         };
         /** ImportRequest */
         ImportRequest: {
-            /** Dataset */
+            /**
+             * Dataset
+             * @description Id, name, owner:name or owner/name
+             */
             dataset: string;
             /**
              * Description
              * @default
              */
             description?: string;
-            /** Name */
+            /**
+             * Name
+             * @description 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit
+             */
             name: string;
             /**
              * Path
@@ -2134,7 +2211,10 @@ export interface components {
              * @default
              */
             message?: string;
-            /** Path */
+            /**
+             * Path
+             * @description A file's path in the dataset
+             */
             path: string;
         };
         /** ScanOut */
@@ -2276,7 +2356,10 @@ export interface components {
             is_admin?: boolean;
             /** Password */
             password: string;
-            /** Username */
+            /**
+             * Username
+             * @description 2-64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit
+             */
             username: string;
         };
         /** UserOut */
@@ -2292,19 +2375,6 @@ export interface components {
             is_admin: boolean;
             /** Username */
             username: string;
-        };
-        /** ValidationError */
-        ValidationError: {
-            /** Context */
-            ctx?: Record<string, never>;
-            /** Input */
-            input?: unknown;
-            /** Location */
-            loc: (string | number)[];
-            /** Message */
-            msg: string;
-            /** Error Type */
-            type: string;
         };
         /** VersionDetail */
         VersionDetail: {
@@ -2385,6 +2455,43 @@ export interface operations {
                     "application/json": components["schemas"]["GcOut"];
                 };
             };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     list_audit_api_v1_audit_get: {
@@ -2397,9 +2504,9 @@ export interface operations {
                 outcome?: components["schemas"]["Outcome"] | null;
                 /** @description Client address */
                 client?: string | null;
-                /** @description From this time on (ISO 8601) */
+                /** @description ISO 8601 (RFC 3339); a date alone is its midnight, a time without offset is UTC */
                 since?: string | null;
-                /** @description Before this time (ISO 8601) */
+                /** @description ISO 8601 (RFC 3339); a date alone is its midnight, a time without offset is UTC */
                 until?: string | null;
                 /** @description Older than this id (paging) */
                 before?: number | null;
@@ -2420,13 +2527,52 @@ export interface operations {
                     "application/json": components["schemas"]["AuditPage"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2453,22 +2599,79 @@ export interface operations {
                     "application/json": components["schemas"]["UserOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `invalid_credentials`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many failed log-ins for the account or from the client's address: wait the seconds in Retry-After (the password is not checked meanwhile). */
+            /**
+             * @description Too Many Requests. The error's code is one of:
+             *     - `too_many_attempts`: Too many failed log-ins for an account or from an address: wait `retry_after` s.
+             */
             429: {
                 headers: {
-                    "Retry-After"?: number;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After": number;
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
             };
         };
     };
@@ -2487,6 +2690,30 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
             };
         };
     };
@@ -2512,22 +2739,79 @@ export interface operations {
                     "application/json": components["schemas"]["IssuedToken"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `invalid_credentials`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many failed log-ins for the account or from the client's address: wait the seconds in Retry-After (the password is not checked meanwhile). */
+            /**
+             * @description Too Many Requests. The error's code is one of:
+             *     - `too_many_attempts`: Too many failed log-ins for an account or from an address: wait `retry_after` s.
+             */
             429: {
                 headers: {
-                    "Retry-After"?: number;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After": number;
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
             };
         };
     };
@@ -2547,6 +2831,30 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DatasetOut"][];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2573,13 +2881,76 @@ export interface operations {
                     "application/json": components["schemas"]["DatasetOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `already_exists`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2589,6 +2960,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
             };
             cookie?: never;
@@ -2604,13 +2976,64 @@ export interface operations {
                     "application/json": components["schemas"]["DatasetOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2620,6 +3043,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
             };
             cookie?: never;
@@ -2633,13 +3057,77 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2649,6 +3137,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
             };
             cookie?: never;
@@ -2668,13 +3157,89 @@ export interface operations {
                     "application/json": components["schemas"]["DatasetOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2684,13 +3249,14 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
             };
             cookie?: never;
         };
         requestBody: {
             content: {
-                "multipart/form-data": components["schemas"]["Body_add_archive_api_v1_datasets__ref__archive_post"];
+                "multipart/form-data": components["schemas"]["ArchiveForm"];
             };
         };
         responses: {
@@ -2703,13 +3269,129 @@ export interface operations {
                     "application/json": components["schemas"]["VersionOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Request Entity Too Large. The error's code is one of:
+             *     - `payload_too_large`
+             */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `unsafe_archive`
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             *     - `storage_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Service Unavailable. The error's code is one of:
+             *     - `dataset_busy`: A change to a dataset waited its bound for the dataset's commit lock (other changes were committing ahead of it) and was not made. Retry after `retry_after_s`.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Insufficient Storage. The error's code is one of:
+             *     - `storage_full`
+             */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2719,7 +3401,9 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
+                /** @description A file's path in the dataset */
                 path: string;
             };
             cookie?: never;
@@ -2735,13 +3419,64 @@ export interface operations {
                     "application/json": components["schemas"]["MetadataBody"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2751,7 +3486,9 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
+                /** @description A file's path in the dataset */
                 path: string;
             };
             cookie?: never;
@@ -2771,13 +3508,89 @@ export interface operations {
                     "application/json": components["schemas"]["MetadataBody"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2787,10 +3600,12 @@ export interface operations {
             query?: {
                 /** @description Version number; latest if omitted */
                 version?: number | null;
-                prefix?: string | null;
+                /** @description A folder in the dataset ('' for its root) */
+                prefix?: string;
             };
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
             };
             cookie?: never;
@@ -2806,13 +3621,64 @@ export interface operations {
                     "application/json": components["schemas"]["FileOut"][];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2822,13 +3688,14 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
             };
             cookie?: never;
         };
         requestBody: {
             content: {
-                "multipart/form-data": components["schemas"]["Body_add_files_api_v1_datasets__ref__files_post"];
+                "multipart/form-data": components["schemas"]["FilesForm"];
             };
         };
         responses: {
@@ -2841,13 +3708,128 @@ export interface operations {
                     "application/json": components["schemas"]["VersionOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Request Entity Too Large. The error's code is one of:
+             *     - `payload_too_large`
+             */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             *     - `storage_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Service Unavailable. The error's code is one of:
+             *     - `dataset_busy`: A change to a dataset waited its bound for the dataset's commit lock (other changes were committing ahead of it) and was not made. Retry after `retry_after_s`.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Insufficient Storage. The error's code is one of:
+             *     - `storage_full`
+             */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2860,7 +3842,9 @@ export interface operations {
             };
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
+                /** @description A file's path in the dataset */
                 path: string;
             };
             cookie?: never;
@@ -2873,16 +3857,67 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/octet-stream": unknown;
+                    "*/*": string;
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2892,7 +3927,9 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
+                /** @description A file's path in the dataset */
                 path: string;
             };
             cookie?: never;
@@ -2908,13 +3945,104 @@ export interface operations {
                     "application/json": components["schemas"]["VersionOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             *     - `storage_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Service Unavailable. The error's code is one of:
+             *     - `dataset_busy`: A change to a dataset waited its bound for the dataset's commit lock (other changes were committing ahead of it) and was not made. Retry after `retry_after_s`.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Insufficient Storage. The error's code is one of:
+             *     - `storage_full`
+             */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2928,7 +4056,9 @@ export interface operations {
             };
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
+                /** @description A file's path in the dataset */
                 path: string;
             };
             cookie?: never;
@@ -2944,13 +4074,65 @@ export interface operations {
                     "application/json": components["schemas"]["PreviewOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             *     - `unsupported_format`: A file whose format (or content) does not allow what was asked, e.g. a preview.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2960,6 +4142,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
             };
             cookie?: never;
@@ -2975,13 +4158,64 @@ export interface operations {
                     "application/json": components["schemas"]["ShareOut"][];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2991,7 +4225,9 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
+                /** @description A user's name */
                 username: string;
             };
             cookie?: never;
@@ -3011,13 +4247,89 @@ export interface operations {
                     "application/json": components["schemas"]["ShareOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3027,7 +4339,9 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
+                /** @description A user's name */
                 username: string;
             };
             cookie?: never;
@@ -3041,13 +4355,77 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3057,10 +4435,12 @@ export interface operations {
             query?: {
                 /** @description Version number; latest if omitted */
                 version?: number | null;
+                /** @description A folder in the dataset ('' for its root) */
                 path?: string;
             };
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
             };
             cookie?: never;
@@ -3076,13 +4456,64 @@ export interface operations {
                     "application/json": components["schemas"]["TreeOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3092,6 +4523,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
             };
             cookie?: never;
@@ -3107,13 +4539,64 @@ export interface operations {
                     "application/json": components["schemas"]["VersionOut"][];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3123,6 +4606,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
                 /** @description Version number */
                 number: number;
@@ -3140,13 +4624,64 @@ export interface operations {
                     "application/json": components["schemas"]["VersionDetail"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3156,6 +4691,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
                 /** @description Version number */
                 number: number;
@@ -3170,16 +4706,67 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/zip": unknown;
+                    "application/zip": string;
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3189,6 +4776,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The dataset: its id, your dataset's name, a unique name shared with you, or owner:name */
                 ref: string;
                 /** @description Version or reproduction number */
                 number: number;
@@ -3208,13 +4796,64 @@ export interface operations {
                     };
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3222,7 +4861,9 @@ export interface operations {
     history_api_v1_documents_history_get: {
         parameters: {
             query: {
+                /** @description The dataset (id, name, owner:name) */
                 dataset: string;
+                /** @description The file's path in the dataset */
                 path: string;
             };
             header?: never;
@@ -3240,13 +4881,76 @@ export interface operations {
                     "application/json": components["schemas"]["RevisionOut"][];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Request Entity Too Large. The error's code is one of:
+             *     - `payload_too_large`
+             */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3273,13 +4977,128 @@ export interface operations {
                     "application/json": components["schemas"]["SaveOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Request Entity Too Large. The error's code is one of:
+             *     - `payload_too_large`
+             */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             *     - `storage_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Service Unavailable. The error's code is one of:
+             *     - `dataset_busy`: A change to a dataset waited its bound for the dataset's commit lock (other changes were committing ahead of it) and was not made. Retry after `retry_after_s`.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Insufficient Storage. The error's code is one of:
+             *     - `storage_full`
+             */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3304,13 +5123,40 @@ export interface operations {
                     "application/json": components["schemas"]["JobOut"][];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3337,13 +5183,90 @@ export interface operations {
                     "application/json": components["schemas"]["JobOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             *     - `unusable_content`: What the request names exists, but what it holds cannot serve the request: a dataset without files yet, a folder that is not a model, a file that is not text. The request itself is well formed (a 422 is for requests that break the API's schema).
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3353,6 +5276,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description An id the server gave */
                 job_id: string;
             };
             cookie?: never;
@@ -3368,13 +5292,52 @@ export interface operations {
                     "application/json": components["schemas"]["JobOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3384,6 +5347,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description An id the server gave */
                 job_id: string;
             };
             cookie?: never;
@@ -3399,13 +5363,64 @@ export interface operations {
                     "application/json": components["schemas"]["JobOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3415,6 +5430,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description An id the server gave */
                 job_id: string;
             };
             cookie?: never;
@@ -3430,13 +5446,52 @@ export interface operations {
                     "application/json": components["schemas"]["JobEventOut"][];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3449,6 +5504,7 @@ export interface operations {
             };
             header?: never;
             path: {
+                /** @description An id the server gave */
                 job_id: string;
             };
             cookie?: never;
@@ -3458,19 +5514,60 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    /** @description Bytes of log stored so far */
+                    "X-Log-Size": number;
                     [name: string]: unknown;
                 };
                 content: {
                     "text/plain": string;
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3483,6 +5580,7 @@ export interface operations {
             };
             header?: never;
             path: {
+                /** @description An id the server gave */
                 job_id: string;
             };
             cookie?: never;
@@ -3498,13 +5596,52 @@ export interface operations {
                     "application/json": components["schemas"]["MetricOut"][];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3514,6 +5651,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description An id the server gave */
                 job_id: string;
             };
             cookie?: never;
@@ -3529,13 +5667,52 @@ export interface operations {
                     "application/json": components["schemas"]["OutputOut"][];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3545,7 +5722,9 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description An id the server gave */
                 job_id: string;
+                /** @description A file's path in the dataset */
                 path: string;
             };
             cookie?: never;
@@ -3557,15 +5736,56 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "*/*": string;
+                };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3575,6 +5795,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description A model version: NAME, NAME@latest, NAME@ALIAS, NAME/N or OWNER:NAME/N */
                 ref: string;
             };
             cookie?: never;
@@ -3590,13 +5811,52 @@ export interface operations {
                     "application/json": components["schemas"]["ModelVersionOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3617,6 +5877,30 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ModelOut"][];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3643,13 +5927,90 @@ export interface operations {
                     "application/json": components["schemas"]["ImportOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             *     - `unusable_content`: What the request names exists, but what it holds cannot serve the request: a dataset without files yet, a folder that is not a model, a file that is not text. The request itself is well formed (a 422 is for requests that break the API's schema).
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             *     - `storage_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3659,6 +6020,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
             };
             cookie?: never;
@@ -3674,13 +6036,52 @@ export interface operations {
                     "application/json": components["schemas"]["ModelOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3690,6 +6091,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
             };
             cookie?: never;
@@ -3709,13 +6111,89 @@ export interface operations {
                     "application/json": components["schemas"]["ModelOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3725,6 +6203,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
             };
             cookie?: never;
@@ -3740,13 +6219,52 @@ export interface operations {
                     "application/json": components["schemas"]["AliasesOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3756,7 +6274,9 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
+                /** @description An alias such as production; 'latest' is implicit and cannot be set or removed */
                 alias: string;
             };
             cookie?: never;
@@ -3776,13 +6296,89 @@ export interface operations {
                     "application/json": components["schemas"]["AliasesOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3792,7 +6388,9 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
+                /** @description An alias such as production; 'latest' is implicit and cannot be set or removed */
                 alias: string;
             };
             cookie?: never;
@@ -3808,13 +6406,77 @@ export interface operations {
                     "application/json": components["schemas"]["AliasesOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3827,6 +6489,7 @@ export interface operations {
             };
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
             };
             cookie?: never;
@@ -3844,13 +6507,52 @@ export interface operations {
                     };
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3860,7 +6562,9 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
+                /** @description A user's name */
                 username: string;
             };
             cookie?: never;
@@ -3878,13 +6582,89 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3894,7 +6674,9 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
+                /** @description A user's name */
                 username: string;
             };
             cookie?: never;
@@ -3908,13 +6690,77 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3924,6 +6770,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
             };
             cookie?: never;
@@ -3939,13 +6786,52 @@ export interface operations {
                     "application/json": components["schemas"]["ModelVersionOut"][];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3955,6 +6841,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
                 /** @description Version or reproduction number */
                 number: number;
@@ -3972,13 +6859,52 @@ export interface operations {
                     "application/json": components["schemas"]["ModelVersionOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -3990,6 +6916,7 @@ export interface operations {
             };
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
                 /** @description Version or reproduction number */
                 number: number;
@@ -4005,13 +6932,77 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4021,6 +7012,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
                 /** @description Version or reproduction number */
                 number: number;
@@ -4042,13 +7034,89 @@ export interface operations {
                     "application/json": components["schemas"]["ModelVersionOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4058,6 +7126,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
                 /** @description Version or reproduction number */
                 number: number;
@@ -4072,16 +7141,55 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/zip": unknown;
+                    "application/zip": string;
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4091,6 +7199,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
                 /** @description Version or reproduction number */
                 number: number;
@@ -4114,13 +7223,116 @@ export interface operations {
                     };
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             *     - `storage_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Service Unavailable. The error's code is one of:
+             *     - `dataset_busy`: A change to a dataset waited its bound for the dataset's commit lock (other changes were committing ahead of it) and was not made. Retry after `retry_after_s`.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Insufficient Storage. The error's code is one of:
+             *     - `storage_full`
+             */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4130,6 +7342,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
                 /** @description Version or reproduction number */
                 number: number;
@@ -4151,13 +7364,102 @@ export interface operations {
                     "application/json": components["schemas"]["ClowderExportOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `clowder_not_configured`: This server is connected to no Clowder instance (`CLOWDER_ML_CLOWDER_URL` unset): there is nothing to export to.
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             *     - `storage_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Bad Gateway. The error's code is one of:
+             *     - `clowder_refused`: Clowder answered a call with a client error (missing rights, unknown id, bad body).
+             */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Service Unavailable. The error's code is one of:
+             *     - `clowder_unreachable`: Clowder did not answer, or answered with a server error.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4167,6 +7469,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
                 /** @description Version or reproduction number */
                 number: number;
@@ -4184,13 +7487,52 @@ export interface operations {
                     "application/json": components["schemas"]["OutputOut"][];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4200,9 +7542,11 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
                 /** @description Version or reproduction number */
                 number: number;
+                /** @description A file's path in the dataset */
                 path: string;
             };
             cookie?: never;
@@ -4214,15 +7558,56 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "*/*": string;
+                };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4232,6 +7617,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
                 /** @description Version or reproduction number */
                 number: number;
@@ -4251,13 +7637,52 @@ export interface operations {
                     };
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4267,6 +7692,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
                 /** @description Version or reproduction number */
                 number: number;
@@ -4288,13 +7714,88 @@ export interface operations {
                     "application/json": components["schemas"]["ReproductionOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4304,6 +7805,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
                 /** @description Version or reproduction number */
                 number: number;
@@ -4321,13 +7823,52 @@ export interface operations {
                     "application/json": components["schemas"]["ReproductionOut"][];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4337,6 +7878,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The model: NAME or OWNER:NAME */
                 name: string;
                 /** @description Version or reproduction number */
                 number: number;
@@ -4356,13 +7898,52 @@ export interface operations {
                     "application/json": components["schemas"]["ReproductionOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4383,15 +7964,56 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/octet-stream": string;
+                };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4418,13 +8040,64 @@ export interface operations {
                     "application/json": components["schemas"]["FinishAck"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4447,6 +8120,30 @@ export interface operations {
                     "application/json": components["schemas"]["RunnerJob"];
                 };
             };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     put_output_api_v1_runner_outputs__path__put: {
@@ -4454,11 +8151,16 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description A file's path in the dataset */
                 path: string;
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody: {
+            content: {
+                "application/octet-stream": string;
+            };
+        };
         responses: {
             /** @description Successful Response */
             200: {
@@ -4469,13 +8171,89 @@ export interface operations {
                     "application/json": components["schemas"]["OutputOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             *     - `storage_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Insufficient Storage. The error's code is one of:
+             *     - `storage_full`
+             */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4502,13 +8280,64 @@ export interface operations {
                     "application/json": components["schemas"]["ReportAck"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4535,13 +8364,76 @@ export interface operations {
                     "application/json": components["schemas"]["ScanOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Request Entity Too Large. The error's code is one of:
+             *     - `payload_too_large`
+             */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4564,6 +8456,30 @@ export interface operations {
                     "application/json": components["schemas"]["TaskOut"][];
                 };
             };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     validate_api_v1_tasks__task__validate_post: {
@@ -4571,6 +8487,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description A task's name */
                 task: string;
             };
             cookie?: never;
@@ -4590,13 +8507,88 @@ export interface operations {
                     "application/json": components["schemas"]["ParamsCheckOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Request Entity Too Large. The error's code is one of:
+             *     - `payload_too_large`
+             */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4617,6 +8609,30 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["TokenOut"][];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4643,13 +8659,64 @@ export interface operations {
                     "application/json": components["schemas"]["IssuedToken"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4659,6 +8726,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description An id the server gave */
                 token_id: string;
             };
             cookie?: never;
@@ -4672,13 +8740,294 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    tus_create_api_v1_uploads__post: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The protocol version; any other answers 412 */
+                "Tus-Resumable": "1.0.0";
+                /** @description The upload's size in bytes */
+                "Upload-Length": number;
+                /** @description Comma-separated 'KEY BASE64' pairs: dataset (name or id), path (in the dataset), sha256 (hex digest of the whole file); or unpack=true and prefix (a folder) to unpack a zip */
+                "Upload-Metadata": string;
+                /** @description ALGORITHM BASE64-DIGEST of this request's bytes; a mismatch answers 460 and stores nothing */
+                "Upload-Checksum"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        /** @description creation-with-upload: the first bytes */
+        requestBody?: {
+            content: {
+                "application/offset+octet-stream": string;
+            };
+        };
+        responses: {
+            /** @description Created; the Location is the upload's URL (with creation-with-upload, the body's bytes are in) */
+            201: {
+                headers: {
+                    /** @description The upload's URL */
+                    Location: string;
+                    /** @description When an unfinished upload is dropped (RFC 9110 date) */
+                    "Upload-Expires": string;
+                    /** @description The upload's declared size */
+                    "Upload-Length": number;
+                    /** @description Bytes the server has */
+                    "Upload-Offset": number;
+                    /** @description receiving, finalizing (every byte kept, being added to the dataset), completed or failed */
+                    "X-Upload-State": "receiving" | "finalizing" | "completed" | "failed";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                };
+            };
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             *     - `unsupported_format`: A file whose format (or content) does not allow what was asked, e.g. a preview.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Precondition Failed. The error's code is one of:
+             *     - `precondition_failed`
+             */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Request Entity Too Large. The error's code is one of:
+             *     - `payload_too_large`
+             */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `unsafe_archive`
+             *     - `validation_failed`
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Locked. The error's code is one of:
+             *     - `upload_locked`
+             */
+            423: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description HTTP 460. The error's code is one of:
+             *     - `checksum_mismatch`: The bytes received do not hash to what the client declared.
+             */
+            460: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             *     - `storage_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Insufficient Storage. The error's code is one of:
+             *     - `storage_full`
+             */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    tus_options_api_v1_uploads__options: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description What this server's tus supports */
+            204: {
+                headers: {
+                    /** @description Checksum algorithms */
+                    "Tus-Checksum-Algorithm": string;
+                    /** @description Extensions */
+                    "Tus-Extension": string;
+                    /** @description The largest upload in bytes */
+                    "Tus-Max-Size": number;
+                    /** @description Protocol versions */
+                    "Tus-Version": string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4688,6 +9037,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description An id the server gave */
                 upload_id: string;
             };
             cookie?: never;
@@ -4703,13 +9053,495 @@ export interface operations {
                     "application/json": components["schemas"]["UploadOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    tus_delete_api_v1_uploads__upload_id__delete: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The protocol version; any other answers 412 */
+                "Tus-Resumable": "1.0.0";
+            };
+            path: {
+                /** @description An id the server gave */
+                upload_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Precondition Failed. The error's code is one of:
+             *     - `precondition_failed`
+             */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Locked. The error's code is one of:
+             *     - `upload_locked`
+             */
+            423: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    tus_head_api_v1_uploads__upload_id__head: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The protocol version; any other answers 412 */
+                "Tus-Resumable": "1.0.0";
+            };
+            path: {
+                /** @description An id the server gave */
+                upload_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The upload's offset and state (no body) */
+            200: {
+                headers: {
+                    /** @description When an unfinished upload is dropped (RFC 9110 date) */
+                    "Upload-Expires": string;
+                    /** @description The upload's declared size */
+                    "Upload-Length": number;
+                    /** @description Bytes the server has */
+                    "Upload-Offset": number;
+                    /** @description receiving, finalizing (every byte kept, being added to the dataset), completed or failed */
+                    "X-Upload-State": "receiving" | "finalizing" | "completed" | "failed";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Gone. The error's code is one of:
+             *     - `upload_expired`
+             */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Precondition Failed. The error's code is one of:
+             *     - `precondition_failed`
+             */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    tus_patch_api_v1_uploads__upload_id__patch: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The protocol version; any other answers 412 */
+                "Tus-Resumable": "1.0.0";
+                /** @description Where these bytes go: the server's offset */
+                "Upload-Offset": number;
+                /** @description ALGORITHM BASE64-DIGEST of this request's bytes; a mismatch answers 460 and stores nothing */
+                "Upload-Checksum"?: string;
+            };
+            path: {
+                /** @description An id the server gave */
+                upload_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/offset+octet-stream": string;
+            };
+        };
+        responses: {
+            /** @description Bytes appended at Upload-Offset; with the last one, the file is in the dataset */
+            204: {
+                headers: {
+                    /** @description When an unfinished upload is dropped (RFC 9110 date) */
+                    "Upload-Expires": string;
+                    /** @description The upload's declared size */
+                    "Upload-Length": number;
+                    /** @description Bytes the server has */
+                    "Upload-Offset": number;
+                    /** @description The dataset version the upload made, once complete */
+                    "X-Dataset-Version"?: number;
+                    /** @description receiving, finalizing (every byte kept, being added to the dataset), completed or failed */
+                    "X-Upload-State": "receiving" | "finalizing" | "completed" | "failed";
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `conflict`
+             *     - `unsupported_format`: A file whose format (or content) does not allow what was asked, e.g. a preview.
+             *     - `upload_offset_mismatch`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Gone. The error's code is one of:
+             *     - `upload_expired`
+             */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Precondition Failed. The error's code is one of:
+             *     - `precondition_failed`
+             */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Request Entity Too Large. The error's code is one of:
+             *     - `payload_too_large`
+             */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unsupported Media Type. The error's code is one of:
+             *     - `unsupported_media_type`
+             */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `unsafe_archive`
+             *     - `validation_failed`
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Locked. The error's code is one of:
+             *     - `upload_locked`
+             */
+            423: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description HTTP 460. The error's code is one of:
+             *     - `checksum_mismatch`: The bytes received do not hash to what the client declared.
+             */
+            460: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             *     - `storage_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Service Unavailable. The error's code is one of:
+             *     - `upload_finalizing`: Every byte of a tus upload arrived and is kept, but adding it to its dataset failed for a passing reason; the server retries by itself (HEAD shows the state).
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Insufficient Storage. The error's code is one of:
+             *     - `storage_full`
+             */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4730,6 +9562,42 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["UserOut"][];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4756,13 +9624,77 @@ export interface operations {
                     "application/json": components["schemas"]["UserOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Bad Request. The error's code is one of:
+             *     - `bad_request`
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Conflict. The error's code is one of:
+             *     - `already_exists`
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4785,6 +9717,30 @@ export interface operations {
                     "application/json": components["schemas"]["UserOut"];
                 };
             };
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     unlock_user_api_v1_users__username__unlock_post: {
@@ -4792,6 +9748,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description A user's name */
                 username: string;
             };
             cookie?: never;
@@ -4807,13 +9764,65 @@ export interface operations {
                     "application/json": components["schemas"]["UnlockOut"];
                 };
             };
-            /** @description Validation Error */
+            /**
+             * @description Unauthorized. The error's code is one of:
+             *     - `authentication_required`
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Forbidden. The error's code is one of:
+             *     - `cross_site_request_refused`: A cookie-authenticated write whose `Origin`/`Referer` is not this server's.
+             *     - `permission_denied`
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Not Found. The error's code is one of:
+             *     - `not_found`
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Unprocessable Entity. The error's code is one of:
+             *     - `validation_failed`
+             */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -4838,6 +9847,18 @@ export interface operations {
                     };
                 };
             };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     readyz_readyz_get: {
@@ -4858,6 +9879,30 @@ export interface operations {
                     "application/json": {
                         [key: string]: string;
                     };
+                };
+            };
+            /**
+             * @description Internal Server Error. The error's code is one of:
+             *     - `internal_error`
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /**
+             * @description Service Unavailable. The error's code is one of:
+             *     - `service_unavailable`: The server cannot do it right now; nothing was changed. When `retry_after_s` is set the API sends it as `Retry-After`.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
