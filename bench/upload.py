@@ -31,6 +31,7 @@ up on exit, including on errors, Ctrl-C and SIGTERM.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import os
 import secrets
@@ -43,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -52,9 +54,10 @@ import httpx
 import psutil
 
 from clowder_ml import Client
-from clowder_ml.client import DEFAULT_CHUNK, ResumeStore
+from clowder_ml.client import DEFAULT_CHUNK, SEND_PIECE, TUS, ResumeStore
 
 MIB = 1 << 20
+SERVER_START_S = 180.0  # a busy machine can take minutes to start a server
 
 
 def log(msg: str) -> None:
@@ -104,9 +107,33 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def _spawn(cmd: list[str], env: dict[str, str], url: str, ready: str, log_path: Path) -> Server:
+    """Start a server process and wait until the request ``ready`` ("METHOD /path")
+    answers 2xx."""
+    method, ready_path = ready.split(" ", 1)
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                stdin=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    server = Server(proc, url, log_path)
+    deadline = time.monotonic() + SERVER_START_S
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log_tail()}")
+        try:
+            if httpx.request(method, f"{url}{ready_path}", timeout=1).is_success:
+                return server
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"server did not answer {ready_path} in {SERVER_START_S:g} s:"
+                               f"\n{server.log_tail()}")
+        time.sleep(0.1)
+
+
 def start_server(workdir: Path, password: str, port: int, log_level: str) -> Server:
     data = workdir / "data"
-    log_path = workdir / "server.log"
     env = dict(os.environ)
     env.update({
         "CLOWDER_ML_ADMIN_PASSWORD": password,
@@ -116,24 +143,30 @@ def start_server(workdir: Path, password: str, port: int, log_level: str) -> Ser
     env.pop("CLOWDER_ML_DATABASE_URL", None)  # the embedded SQLite in the temp data folder
     cmd = [sys.executable, "-m", "clowder_ml", "serve", "--host", "127.0.0.1",
            "--port", str(port), "--data-dir", str(data), "--log-level", log_level]
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                stdin=subprocess.DEVNULL,
-                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-    server = Server(proc, f"http://127.0.0.1:{port}", log_path)
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log_tail()}")
-        try:
-            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError(f"server did not answer /healthz in 60 s:\n{server.log_tail()}")
-        time.sleep(0.1)
+    return _spawn(cmd, env, f"http://127.0.0.1:{port}", "GET /healthz",
+                  workdir / "server.log")
+
+
+# tuspyserver's documented use: its router in a FastAPI app, files in a local folder (it
+# fsyncs each PATCH, as ours does), run by uvicorn like ours.
+TUSPYSERVER_APP = """
+import sys
+import uvicorn
+from fastapi import FastAPI
+from tuspyserver import create_tus_router
+app = FastAPI()
+app.include_router(create_tus_router(prefix="files", files_dir=sys.argv[2]))
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def start_tuspyserver(workdir: Path, port: int) -> Server:
+    files = workdir / "tuspyserver-files"
+    files.mkdir()
+    cmd = [sys.executable, "-c", TUSPYSERVER_APP, str(port), str(files)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return _spawn(cmd, env, f"http://127.0.0.1:{port}", "OPTIONS /files/",
+                  workdir / "tuspyserver.log")
 
 
 def get_token(url: str, password: str) -> str:
@@ -147,30 +180,50 @@ def get_token(url: str, password: str) -> str:
 # measurements
 
 
+def _is_ray(p: psutil.Process) -> bool:
+    """A process of the embedded Ray head (GCS, raylet, dashboard, workers)."""
+    with contextlib.suppress(psutil.Error):
+        text = " ".join([p.name(), *p.cmdline()[:3]])
+        return any(k in text for k in ("ray", "gcs_server", "raylet", "default_worker"))
+    return False
+
+
 class RssSampler:
-    """Peak resident memory of a process and its children, polled in a thread."""
+    """Peak resident memory of a process and its children, polled in a thread: the
+    server's own (the process and its non-Ray children) and the Ray head's, apart."""
 
     def __init__(self, pid: int, interval: float = 0.02) -> None:
         self.proc = psutil.Process(pid)
         self.interval = interval
         self.peak = 0
+        self.ray_peak = 0
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
-    def sample(self) -> int:
-        total = 0
-        procs = [self.proc]
+    def sample(self) -> tuple[int, int]:
+        """(server bytes, Ray head bytes) now."""
+        own = ray = 0
+        children: list[psutil.Process] = []
         with contextlib.suppress(psutil.Error):
-            procs += self.proc.children(recursive=True)
-        for p in procs:
+            children = self.proc.children(recursive=True)
+        for p in [self.proc, *children]:
             with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
-        return total
+                rss = p.memory_info().rss
+                if p is not self.proc and _is_ray(p):
+                    ray += rss
+                else:
+                    own += rss
+        return own, ray
+
+    def _take(self) -> None:
+        own, ray = self.sample()
+        self.peak = max(self.peak, own)
+        self.ray_peak = max(self.ray_peak, ray)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.sample())
+            self._take()
             self.samples += 1
             self._stop.wait(self.interval)
 
@@ -181,7 +234,7 @@ class RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self.sample())
+        self._take()
 
 
 def make_random_file(path: Path, size: int) -> None:
@@ -213,6 +266,7 @@ class UploadRun:
     peak_rss: int
     version: Any
     samples: int
+    ray_peak_rss: int = 0
 
 
 @dataclass
@@ -243,7 +297,41 @@ def time_upload(client: Client, src: Path, dataset: str, target: str, server_pid
     if status.get("state") != "completed" or status.get("length") != size:
         raise RuntimeError(f"upload did not complete: {status}")
     hash_end = marks.hash_done or marks.first_progress or t0
-    return UploadRun(t1 - t0, hash_end - t0, rss.peak, status.get("version"), rss.samples)
+    return UploadRun(t1 - t0, hash_end - t0, rss.peak, status.get("version"), rss.samples,
+                     rss.ray_peak)
+
+
+def time_tuspyserver(url: str, src: Path, chunk_size: int, server_pid: int) -> UploadRun:
+    """A plain tus upload to tuspyserver: the creation POST, then PATCHes of ``chunk_size``
+    streamed from the file exactly as the SDK streams them (same httpx, same pieces)."""
+    size = src.stat().st_size
+    with RssSampler(server_pid) as rss, httpx.Client(timeout=600) as http, \
+            open(src, "rb") as fh:
+        t0 = time.perf_counter()
+        resp = http.post(f"{url}/files", headers={
+            **TUS, "Upload-Length": str(size),
+            "Upload-Metadata": "filename " + base64.b64encode(src.name.encode()).decode()})
+        resp.raise_for_status()
+        location = str(httpx.URL(url).join(resp.headers["location"]))
+
+        def body(start: int, count: int) -> Iterator[bytes]:
+            fh.seek(start)
+            left = count
+            while left > 0:
+                piece = fh.read(min(SEND_PIECE, left))
+                left -= len(piece)
+                yield piece
+
+        offset = 0
+        while offset < size:
+            count = min(chunk_size, size - offset)
+            resp = http.patch(location, content=body(offset, count), headers={
+                **TUS, "Upload-Offset": str(offset), "Content-Length": str(count),
+                "Content-Type": "application/offset+octet-stream"})
+            resp.raise_for_status()
+            offset = int(resp.headers["upload-offset"])
+        t1 = time.perf_counter()
+    return UploadRun(t1 - t0, 0.0, rss.peak, None, rss.samples)
 
 
 def check_stored(client: Client, dataset: str, target: str, src: Path) -> None:
@@ -286,10 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     base.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="upload-bench-", dir=base))
     server: Server | None = None
+    tuspy: Server | None = None
     client: Client | None = None
     try:
         size = args.size_mib * MIB
-        need = size * (args.repeat + 3)
+        need = size * (2 * args.repeat + 3)
         free = shutil.disk_usage(workdir).free
         if free < need:
             raise RuntimeError(f"need about {need // MIB} MiB free in {workdir}, "
@@ -297,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         password = secrets.token_urlsafe(18)
         port = args.port or free_port()
         server = start_server(workdir, password, port, args.server_log_level)
+        tuspy = start_tuspyserver(workdir, free_port())
         token = get_token(server.url, password)
         client = Client(server.url, token, resume_store=ResumeStore(workdir / "state.json"))
 
@@ -311,11 +401,12 @@ def main(argv: list[str] | None = None) -> int:
         log(f"server {server.url} pid {server.proc.pid}, data {data_dir} "
             f"(same file system as the source: {same_disk})")
         client.ensure_dataset("bench")
-        idle_rss = RssSampler(server.proc.pid).sample()
+        idle_rss, idle_ray = RssSampler(server.proc.pid).sample()
 
         cp_s: list[float] = []
         cp_sync_s: list[float] = []
         runs: list[UploadRun] = []
+        others: list[UploadRun] = []
         for i in range(args.repeat):
             # Start each measurement with nothing dirty in the page cache.
             # An untimed copy first: on a VM the first pages a copy needs can be slow to get
@@ -335,11 +426,15 @@ def main(argv: list[str] | None = None) -> int:
                               args.chunk_mib * MIB)
             check_stored(client, "bench", target, src)
             runs.append(run)
+            os.sync()
+            other = time_tuspyserver(tuspy.url, src, args.chunk_mib * MIB, tuspy.proc.pid)
+            others.append(other)
             log(f"run {i + 1}/{args.repeat}: cp {plain:.3f} s (untimed warm-up cp {first:.3f} s), "
                 f"cp+sync {synced:.3f} s, "
                 f"upload {run.total_s:.3f} s (client hash {run.hash_s:.3f} s), "
                 f"server peak RSS {run.peak_rss / MIB:.1f} MiB ({run.samples} samples), "
-                f"dataset version {run.version}")
+                f"dataset version {run.version}; tuspyserver {other.total_s:.3f} s, "
+                f"peak RSS {other.peak_rss / MIB:.1f} MiB")
 
         mib = size / MIB
         cp_med = statistics.median(cp_s)
@@ -348,12 +443,17 @@ def main(argv: list[str] | None = None) -> int:
         hash_med = statistics.median(r.hash_s for r in runs)
         xfer_med = statistics.median(r.total_s - r.hash_s for r in runs)
         rss_mib = max(r.peak_rss for r in runs) / MIB
+        ray_rss_mib = max(r.ray_peak_rss for r in runs) / MIB
+        tuspy_med = statistics.median(r.total_s for r in others)
+        tuspy_mib_s = mib / tuspy_med
+        tuspy_rss_mib = max(r.peak_rss for r in others) / MIB
         upload_mib_s = mib / up_med
         cp_mib_s = mib / cp_med
         cp_sync_mib_s = mib / cp_sync_med
         transfer_mib_s = mib / xfer_med
         ratio = upload_mib_s / cp_mib_s
         ratio_sync = upload_mib_s / cp_sync_mib_s
+        vs_tuspyserver = upload_mib_s / tuspy_mib_s
 
         log("")
         log(f"file: {args.size_mib} MiB random, page-cached; PATCH size {args.chunk_mib} MiB; "
@@ -365,12 +465,19 @@ def main(argv: list[str] | None = None) -> int:
             f"(without it: {transfer_mib_s:.1f} MiB/s)")
         log(f"  cp:                     {cp_mib_s:8.1f} MiB/s  ({cp_med:.3f} s)")
         log(f"  cp + sync:              {cp_sync_mib_s:8.1f} MiB/s  ({cp_sync_med:.3f} s)")
+        log(f"  tuspyserver (plain tus):{tuspy_mib_s:8.1f} MiB/s  ({tuspy_med:.3f} s; no "
+            f"checksum, no dataset; peak RSS {tuspy_rss_mib:.1f} MiB)")
         log(f"  ratio upload/cp:        {ratio:8.3f}   (target >= 0.5)")
+        log(f"  ours vs tuspyserver:    {vs_tuspyserver:8.3f}   (target >= 1.5)")
         log(f"  ratio upload/(cp+sync): {ratio_sync:8.3f}")
         log(f"  server peak RSS:        {rss_mib:8.1f} MiB (target < 200; "
-            f"{idle_rss / MIB:.1f} MiB idle before the first upload)")
+            f"{idle_rss / MIB:.1f} MiB idle before the first upload; the API server and "
+            f"its non-Ray children)")
+        log(f"  Ray head peak RSS:      {ray_rss_mib:8.1f} MiB (its own figure; "
+            f"{idle_ray / MIB:.1f} MiB idle: it starts with the first job)")
         log(f"RESULT upload_mib_s={upload_mib_s:.1f} cp_mib_s={cp_mib_s:.1f} "
-            f"ratio={ratio:.3f} server_rss_mib={rss_mib:.1f} "
+            f"ratio={ratio:.3f} server_rss_mib={rss_mib:.1f} ray_rss_mib={ray_rss_mib:.1f} "
+            f"tuspyserver_mib_s={tuspy_mib_s:.1f} vs_tuspyserver={vs_tuspyserver:.2f} "
             f"cp_sync_mib_s={cp_sync_mib_s:.1f} ratio_sync={ratio_sync:.3f} "
             f"transfer_mib_s={transfer_mib_s:.1f} hash_s={hash_med:.3f} "
             f"size_mib={args.size_mib} repeat={args.repeat}")
@@ -386,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
             client.close()
         if server is not None:
             server.stop()
+        if tuspy is not None:
+            tuspy.stop()
         if args.keep:
             print(f"kept {workdir}", file=sys.stderr)
         else:

@@ -21,7 +21,6 @@ from enum import StrEnum
 from typing import Any
 
 import httpx
-from ray.job_submission import JobSubmissionClient
 
 from clowder_ml.errors import AlreadyExists, ClowderMLError, EngineUnavailable, NotFound
 
@@ -136,6 +135,10 @@ class RayJobsBackend:
     def __init__(self, address: str, auth_token: str | None = None) -> None:
         self.address = address.rstrip("/")
         self._headers = {"Authorization": f"Bearer {auth_token}"} if auth_token else {}
+        # Imported here, not at the top: the ray package costs an API server ~45 MiB of
+        # memory, and a server that only stores data never talks to a cluster.
+        from ray.job_submission import JobSubmissionClient
+
         with _boundary():
             self._client = JobSubmissionClient(self.address, headers=dict(self._headers))
 
