@@ -46,7 +46,7 @@ class SmallCnnConfig(PretrainedConfig):  # type: ignore[no-untyped-call]
 
     def __init__(self, num_channels: int = 3, image_size: int = DEFAULT_SMALL_CNN_SIZE,
                  hidden_sizes: list[int] | None = None, dropout: float = 0.0,
-                 **kwargs: Any) -> None:
+                 batch_norm: bool = False, **kwargs: Any) -> None:
         self.num_channels = num_channels
         self.image_size = image_size
         # 32-64-128 channels: on 32-px digits (bench/quality.py's digits) it reached 0.974
@@ -54,11 +54,14 @@ class SmallCnnConfig(PretrainedConfig):  # type: ignore[no-untyped-call]
         # arithmetic per image, still ~10 MFLOPs at 32 px, and it converges in fewer epochs).
         self.hidden_sizes = list(hidden_sizes or DEFAULT_SMALL_CNN_WIDTHS)
         self.dropout = dropout
+        # Batch normalisation after each convolution: new models have it (new_small_cnn);
+        # a saved config without the key is a model made before, without it.
+        self.batch_norm = batch_norm
         super().__init__(**kwargs)
 
 
 class SmallCnnForImageClassification(PreTrainedModel):  # type: ignore[no-untyped-call]
-    """Conv(3x3)-ReLU-MaxPool blocks, global average pooling and a linear head.
+    """Conv(3x3)-[BatchNorm]-ReLU-MaxPool blocks, global average pooling and a linear head.
 
     ``forward(pixel_values[, labels])`` -> ``ImageClassifierOutput`` (``loss`` when labels
     are given), like the Hugging Face image classifiers. Initial weights come from the
@@ -74,8 +77,10 @@ class SmallCnnForImageClassification(PreTrainedModel):  # type: ignore[no-untype
         layers: list[nn.Module] = []
         channels = config.num_channels
         for width in config.hidden_sizes:
-            layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.ReLU(),
-                       nn.MaxPool2d(2)]
+            layers.append(nn.Conv2d(channels, width, kernel_size=3, padding=1))
+            if getattr(config, "batch_norm", False):
+                layers.append(nn.BatchNorm2d(width))
+            layers += [nn.ReLU(), nn.MaxPool2d(2)]
             channels = width
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(config.dropout)
@@ -202,7 +207,11 @@ def _quiet() -> None:
 
 def new_small_cnn(labels: list[str], image_size: int) -> SmallCnnForImageClassification:
     """A freshly initialised small CNN for ``labels`` (seed before calling)."""
-    config = SmallCnnConfig(image_size=image_size, id2label=dict(enumerate(labels)),
+    # Batch normalisation: on bench/quality.py's 32-px digits (epochs=auto, random shifts)
+    # 0.986 and 0.993 held-out accuracy for two seeds where the same net without it reached
+    # 0.982 and 0.985, with a steadier validation curve (so a steadier best epoch).
+    config = SmallCnnConfig(image_size=image_size, batch_norm=True,
+                            id2label=dict(enumerate(labels)),
                             label2id={name: i for i, name in enumerate(labels)})
     return SmallCnnForImageClassification(config)
 

@@ -41,7 +41,7 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from clowder_ml.ml import determinism, image_models
-    from clowder_ml.ml.imagedata import ImageTable, image_collate
+    from clowder_ml.ml.imagedata import ImageTable, image_collate, shift_pixels
     from clowder_ml.ml.train_loop import TrainParams, evaluate, train
 
     facts = determinism.setup(int(config["seed"]), int(config["threads"]))
@@ -52,7 +52,8 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any]:
     prep = image_models.Preprocessing(size=int(config["image_size"]),
                                       mean=tuple(config["image_mean"]),
                                       std=tuple(config["image_std"]))
-    collate = image_collate(prep.mean, prep.std, bool(config.get("augment")))
+    collate = image_collate(prep.mean, prep.std, bool(config.get("augment")),
+                            shift_pixels(prep.size, float(config.get("random_shift") or 0.0)))
     params = TrainParams(**config["train_params"])
     train_data = ImageTable(Path(config["train_data"]))
     eval_data = ImageTable(Path(config["eval_data"])) if config.get("eval_data") else None

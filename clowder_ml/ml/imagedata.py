@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from clowder_ml.errors import ValidationFailed
@@ -352,14 +353,33 @@ def to_tensor(pixels: Sequence[np.ndarray[Any, np.dtype[np.uint8]]], mean: Seque
     return (x - m) / s
 
 
-def image_collate(mean: Sequence[float], std: Sequence[float], augment: bool
+def shift_pixels(size: int, fraction: float) -> int:
+    """The largest random shift in pixels for ``fraction`` of an image ``size`` wide (0: none)."""
+    return max(0, round(size * fraction))
+
+
+def random_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """Move each image of ``x`` (``(n, c, h, w)``) by its own random offset of at most
+    ``shift`` pixels in each direction, repeating the edge pixels into the gap. The offsets
+    are drawn from the global torch RNG (on the CPU: the same draws on any device)."""
+    if shift <= 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")
+    offsets = torch.randint(0, 2 * shift + 1, (n, 2)).tolist()
+    return torch.stack([padded[i, :, dy:dy + h, dx:dx + w]
+                        for i, (dy, dx) in enumerate(offsets)])
+
+
+def image_collate(mean: Sequence[float], std: Sequence[float], augment: bool, shift: int = 0
                   ) -> Callable[[dict[str, list[Any]], torch.device, bool],
                                 dict[str, torch.Tensor]]:
     """A ``train_loop`` collate hook for :class:`ImageTable` batches.
 
-    With ``augment`` each training image is flipped left-right with probability 1/2, drawn
-    from the global torch RNG (seeded, and captured by checkpoints: resumes repeat the
-    draws). Evaluation batches are never augmented.
+    With ``augment`` each training image is flipped left-right with probability 1/2; with
+    ``shift`` > 0 each training image is moved by up to ``shift`` pixels in x and y
+    (:func:`random_shift`). Both draw from the global torch RNG (seeded, and captured by
+    checkpoints: resumes repeat the draws). Evaluation batches are never augmented.
     """
     def collate(batch: dict[str, list[Any]], device: torch.device, training: bool
                 ) -> dict[str, torch.Tensor]:
@@ -368,6 +388,8 @@ def image_collate(mean: Sequence[float], std: Sequence[float], augment: bool
             flip = torch.rand(x.shape[0]) < 0.5
             if bool(flip.any()):
                 x[flip.to(device)] = torch.flip(x[flip.to(device)], dims=(3,))
+        if shift and training:
+            x = random_shift(x, shift)
         return {"pixel_values": x,
                 "labels": torch.tensor(batch["label"], dtype=torch.long, device=device)}
 

@@ -31,6 +31,10 @@ TINY_IMAGE_MAX_SIDE = 32
 # Learning rates when none is given (AdamW), per base: measured by bench/quality.py.
 DEFAULT_LEARNING_RATES = {SMALL_CNN: 1e-3, EFFICIENTNET_LITE0: 1e-3}
 REGISTERED_LEARNING_RATE = 5e-5
+# Training images move by up to 1/16 of their size (2 px at 32 px): on bench/quality.py's
+# 32-px digits, small-cnn with epochs=auto reached 0.982 held-out accuracy with these shifts
+# and 0.942 without (fewer mistakes than the scikit-learn baselines only with them).
+DEFAULT_RANDOM_SHIFT = 0.0625
 
 
 class ImageFinetuneParams(TaskParams):
@@ -74,6 +78,10 @@ class ImageFinetuneParams(TaskParams):
     checkpoint_every_steps: int = Field(default=50, ge=1)
     augment: bool = Field(default=False, description="Seeded random left-right flips of "
                                                      "training images")
+    random_shift: float = Field(default=DEFAULT_RANDOM_SHIFT, ge=0.0, le=0.25,
+                                description="Seeded random shifts of training images: each "
+                                            "is moved by up to this fraction of its size in x "
+                                            "and y (edges repeated); 0: none")
     use_gpu: bool = False
     max_failures: int = Field(default=2, ge=0, le=10,
                               description="Worker losses survived by resuming from a checkpoint")

@@ -153,7 +153,8 @@ def _model_card(name: str, base: str, labels: list[str], metrics: dict[str, Any]
     return (f"# {name}\n\nAn image classifier {how} by clowder-ml on `{data}`.\n\n"
             f"Labels: {', '.join(labels)}\n\n| metric | value |\n|---|---|\n{shown}\n\n"
             f"{stopped}\n\nTraining: learning rate {p.learning_rate_for(base)}, batch "
-            f"{p.batch_size}, images {size}x{size} RGB, augment {p.augment}, seed {p.seed}. "
+            f"{p.batch_size}, images {size}x{size} RGB, flips {p.augment}, random shifts up "
+            f"to {p.random_shift:g} of the size, seed {p.seed}. "
             "Inputs, parameters and environment are in manifest.json; the weights are "
             "model.safetensors (no pickle).\n")
 
@@ -190,6 +191,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
         config = {
             "base_dir": str(base_dir) if base_dir else None, "labels": labels, "seed": p.seed,
             "threads": threads, "use_gpu": p.use_gpu, "augment": p.augment,
+            "random_shift": p.random_shift,
             "image_size": prep.size, "image_mean": list(prep.mean),
             "image_std": list(prep.std), "train_data": str(train_data),
             "eval_data": str(eval_data) if eval_data else None,

@@ -48,6 +48,32 @@ def test_small_cnn_is_a_safetensors_hf_folder_loaded_by_its_own_class(tmp_path: 
     assert image_models.read_preprocessing(tmp_path, None, "m").size == 16
 
 
+def test_new_small_cnns_have_batch_norm_and_older_saved_ones_load_without(tmp_path: Path
+                                                                         ) -> None:
+    torch.manual_seed(0)
+    model = image_models.new_small_cnn(["blue", "red"], 16)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 3
+    model.save_pretrained(tmp_path / "new", safe_serialization=True)
+    assert json.loads((tmp_path / "new/config.json").read_text())["batch_norm"] is True
+    # A folder saved before batch norm existed: its config has no such key.
+    old = image_models.SmallCnnForImageClassification(image_models.SmallCnnConfig(
+        image_size=16, id2label={0: "blue", 1: "red"}, label2id={"blue": 0, "red": 1}))
+    old.save_pretrained(tmp_path / "old", safe_serialization=True)
+    config = json.loads((tmp_path / "old/config.json").read_text())
+    config.pop("batch_norm")
+    (tmp_path / "old/config.json").write_text(json.dumps(config))
+    for name in ("new", "old"):
+        image_models.write_preprocessor_config(tmp_path / name, image_models.Preprocessing(16))
+    loaded_old, _ = image_models.load_classifier(tmp_path / "old")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded_old.modules())
+    loaded_new, _ = image_models.load_classifier(tmp_path / "new")
+    x = torch.randn(2, 3, 16, 16)
+    with torch.inference_mode():
+        assert torch.equal(loaded_new(pixel_values=x).logits,
+                           model.eval()(pixel_values=x).logits)
+        assert torch.equal(loaded_old(pixel_values=x).logits, old.eval()(pixel_values=x).logits)
+
+
 def test_base_model_checks(tmp_path: Path) -> None:
     folder = tmp_path / "m"
     folder.mkdir()

@@ -142,6 +142,31 @@ def test_an_image_that_does_not_decode_is_named_and_leaves_no_cache(tmp_path: Pa
     assert not list(cache.iterdir())
 
 
+def test_random_shifts_move_training_images_only_seeded_and_within_bounds() -> None:
+    img = np.zeros((8, 8, 3), dtype=np.uint8)
+    img[3:5, 3:5] = 255  # a 2x2 white square in the middle
+    assert imagedata.shift_pixels(32, 0.0625) == 2
+    assert imagedata.shift_pixels(8, 0.0) == 0
+    collate = imagedata.image_collate((0.5,) * 3, (0.5,) * 3, augment=False, shift=2)
+    batch = {"pixel_values": [img] * 64, "label": [0] * 64}
+    ev = collate(batch, torch.device("cpu"), False)["pixel_values"]
+    assert torch.equal(ev, collate(batch, torch.device("cpu"), False)["pixel_values"])
+    assert torch.all(ev[:, :, 3:5, 3:5] == 1.0)
+    torch.manual_seed(0)
+    tr = collate(batch, torch.device("cpu"), True)["pixel_values"]
+    assert tr.shape == (64, 3, 8, 8)
+    places = set()
+    for x in tr:
+        rows, cols = torch.nonzero(x[0] == 1.0, as_tuple=True)
+        assert len(rows) == 4  # moved whole, not cut or stretched
+        top, left = int(rows.min()), int(cols.min())
+        assert 1 <= top <= 5 and 1 <= left <= 5
+        places.add((top, left))
+    assert len(places) > 5
+    torch.manual_seed(0)
+    assert torch.equal(collate(batch, torch.device("cpu"), True)["pixel_values"], tr)
+
+
 def test_collate_normalises_and_flips_only_training_batches() -> None:
     img = np.zeros((4, 4, 3), dtype=np.uint8)
     img[:, 0] = 255  # left column white
