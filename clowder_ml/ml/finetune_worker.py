@@ -48,8 +48,14 @@ def job_reporter() -> Any:
     return Reporter(RunnerApi(url, token, retry_s=60.0)).start()
 
 
-def metrics_callback(reporter: Any, total_steps: int) -> Callable[[int, dict[str, float]], None]:
-    """The training loop's ``on_metrics``: stream each value, and progress in steps."""
+def metrics_callback(reporter: Any, total_steps: int, at_most: bool = False
+                     ) -> Callable[[int, dict[str, float]], None]:
+    """The training loop's ``on_metrics``: stream each value, and progress in steps.
+
+    ``at_most``: ``total_steps`` is epochs=auto's ceiling, which the run may stop well
+    before; the message says so ("step 40 of at most 1800, epochs=auto")."""
+    of = (f"of at most {total_steps}, epochs=auto may stop earlier" if at_most
+          else f"of {total_steps}")
 
     def on_metrics(step: int, values: dict[str, float]) -> None:
         if reporter is None:
@@ -57,7 +63,7 @@ def metrics_callback(reporter: Any, total_steps: int) -> Callable[[int, dict[str
         for name, value in values.items():
             reporter.metric(step, name, value)
         if total_steps:
-            reporter.progress(step, total_steps, f"step {step} of {total_steps}")
+            reporter.progress(step, total_steps, f"step {step} {of}")
 
     return on_metrics
 
@@ -107,7 +113,8 @@ def train_worker(config: dict[str, Any], rank: int = 0, device: str | None = Non
     train_data = TokenizedTable(Path(config["train_arrow"]))
     eval_data = TokenizedTable(Path(config["eval_arrow"])) if config.get("eval_arrow") else None
     reporter = job_reporter() if rank == 0 else None
-    on_metrics = metrics_callback(reporter, int(config.get("total_steps") or 0))
+    on_metrics = metrics_callback(reporter, int(config.get("total_steps") or 0),
+                                  bool(config["train_params"].get("keep_best")))
 
     try:
         result = train(model, train_data, eval_data, params,

@@ -58,7 +58,8 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any]:
     train_data = ImageTable(Path(config["train_data"]))
     eval_data = ImageTable(Path(config["eval_data"])) if config.get("eval_data") else None
     reporter = job_reporter()
-    on_metrics = metrics_callback(reporter, int(config.get("total_steps") or 0))
+    on_metrics = metrics_callback(reporter, int(config.get("total_steps") or 0),
+                                  bool(config["train_params"].get("keep_best")))
 
     try:
         result = train(model, train_data, eval_data, params,
