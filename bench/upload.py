@@ -9,12 +9,18 @@ folder, logs in as the admin, writes a random file (1 GiB by default), then
 - ours: ``clowder_ml.Client(url, token).upload(SRC, ...)``, timed end to end while a thread
   samples the server process's RSS (plus any children) every 20 ms.
 
-What the timed upload includes: the whole ``Client.upload`` call: the client's sha256 of the
-file (the SDK must declare it when creating the upload; shown separately as ``hash_s``), the
-tus creation request, every PATCH (server: receive, sha256, write, fsync, offset saved), the
-server's final digest check, moving the file into the blob store and committing the dataset
-version, and the final status request. ``transfer_mib_s`` is the same run without the
-client-side hashing.
+What the timed upload includes: the whole ``Client.upload`` call: the tus creation request,
+every PATCH (client: read, sha256 as the bytes go out; server: receive, sha256, write, fsync,
+offset saved), the last PATCH declaring the client's digest, the server's check of it,
+moving the file into the blob store and committing the dataset version, and the final
+status request. ``hash_s`` is the time before the first byte goes out (the SDK once hashed
+the whole file there; now only the creation request), ``transfer_mib_s`` the rest.
+
+A third side, ``tuspyserver``: the same file to tuspyserver (a FastAPI tus router a user
+might pick instead; it fsyncs too, but checks no digest and adds nothing to a dataset),
+PATCHes of the same size streamed by the same httpx code; ``vs_tuspyserver`` is ours /
+its MiB/s. Memory: ``server_rss_mib`` is the API server process and its non-Ray children,
+``ray_rss_mib`` the embedded Ray head's processes (none until a job needs it).
 
 ``ratio`` is ours / plain ``cp`` (the harder baseline: ``cp`` on Linux copies inside the
 kernel and returns before the data reaches the disk). ``ratio_sync`` is ours / ``cp`` +

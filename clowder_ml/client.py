@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -88,6 +88,63 @@ def sha256_file(path: Path, progress: ProgressFn | None = None) -> str:
             if progress:
                 progress(done, total)
     return h.hexdigest()
+
+
+def _check_unchanged(path: Path, before: os.stat_result) -> None:
+    """Refuse to finish an upload of a file that changed since it started: what was sent
+    would be a mix of two versions (the digest is of what was sent, so it would match)."""
+    now = path.stat()
+    if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise ValidationFailed(f"{path} changed during the upload.",
+                               "Upload it again once it stops changing.")
+
+
+class _SentDigest:
+    """The sha256 of a file's first ``offset`` bytes: what the server holds of an upload.
+
+    Advanced as PATCH bodies are sent (:meth:`piece` per piece, :meth:`confirm` once the
+    server acknowledged them), so the whole file is read once, interleaved with sending,
+    instead of hashed in a pass of its own before the first byte goes out. Any other offset
+    (the server kept less after a dropped connection; a resumed upload) is reached by
+    hashing the file from the start (:meth:`seek`)."""
+
+    def __init__(self, fh: BinaryIO, progress: ProgressFn | None, total: int) -> None:
+        self.fh, self.progress, self.total = fh, progress, total
+        self.offset, self.h = 0, hashlib.sha256()
+        self._pending = self.h.copy()
+
+    def seek(self, offset: int) -> None:
+        if offset < self.offset:
+            self.offset, self.h = 0, hashlib.sha256()
+        self.fh.seek(self.offset)
+        while self.offset < offset:
+            chunk = self.fh.read(min(HASH_CHUNK, offset - self.offset))
+            if not chunk:
+                break
+            self.h.update(chunk)
+            self.offset += len(chunk)
+            if self.progress:
+                self.progress(self.offset, self.total)
+        self._pending = self.h.copy()
+
+    def piece(self, data: bytes) -> None:
+        self._pending.update(data)
+
+    def confirm(self, sent: int, server_offset: int) -> None:
+        """``sent`` bytes went out after ``offset``; the server now holds ``server_offset``."""
+        if server_offset == self.offset + sent:
+            self.offset, self.h = server_offset, self._pending
+            self._pending = self.h.copy()
+        else:
+            self.seek(server_offset)
+
+    def whole(self) -> str:
+        """The digest of the entire file (reading what was not sent yet)."""
+        rest = self.h.copy()
+        self.fh.seek(self.offset)
+        while chunk := self.fh.read(HASH_CHUNK):
+            rest.update(chunk)
+        return rest.hexdigest()
 
 
 class ResumeStore:
@@ -431,6 +488,12 @@ class Client:
         dataset was busy, a passing failure), the upload is kept there ("finalizing"); this
         call waits for it as the server's ``Retry-After`` paces, up to ``finalize_wait_s``,
         without sending a byte again.
+
+        The file's sha256 is computed as its bytes are sent and declared with the last
+        PATCH; the server refuses the upload (460, nothing added) if what it received hashes
+        differently, and a file that changed during the upload is refused here before the
+        last PATCH. ``hash_progress`` reports hashing that is not sending: the part a resumed
+        upload already sent.
         """
         local = Path(local)
         st = local.stat()
@@ -449,21 +512,25 @@ class Client:
             except (NotFound, Gone):
                 upload_url = None
         if upload_url is None:
-            digest = sha256_file(local, hash_progress)
-            meta = {"dataset": dataset, "sha256": digest, "filename": local.name}
+            # No sha256 declared up front: the digest is computed while the bytes go out and
+            # declared with the last PATCH (Upload-Sha256), which the server checks against
+            # what it received before anything reaches the dataset.
+            meta = {"dataset": dataset, "filename": local.name}
             meta.update({"unpack": "true", "prefix": target} if unpack else {"path": target})
             resp = self.request("POST", "/api/v1/uploads/", headers={
                 **TUS, "Upload-Length": str(st.st_size),
                 "Upload-Metadata": _encode_metadata(meta)})
             upload_url = str(httpx.URL(self.url).join(resp.headers["location"]))
             offset = int(resp.headers.get("upload-offset", "0"))
-            self.resume_store.put(key, {"url": upload_url, "sha256": digest})
-        if progress:
-            progress(offset, st.st_size)
+            self.resume_store.put(key, {"url": upload_url})
         failures = 0
         with open(local, "rb") as fh:
+            sent = _SentDigest(fh, hash_progress, st.st_size)
+            sent.seek(offset)  # a resumed upload: the bytes the server already holds
+            if progress:
+                progress(offset, st.st_size)
 
-            def body(start: int, count: int) -> Iterator[bytes]:
+            def body(start: int, count: int, hashing: bool) -> Iterator[bytes]:
                 # The PATCH body streamed from the file: memory stays at one piece however
                 # large the chunk, and the socket is fed while the next piece is read.
                 fh.seek(start)
@@ -474,18 +541,28 @@ class Client:
                         raise ValidationFailed(f"{local} got shorter during the upload.",
                                                "Upload it again once it stops changing.")
                     left -= len(piece)
+                    if hashing:
+                        sent.piece(piece)
                     yield piece
 
             while offset < st.st_size or st.st_size == 0:
                 count = min(chunk_size, st.st_size - offset)
+                headers = {**TUS, "Upload-Offset": str(offset), "Content-Length": str(count),
+                           "Content-Type": "application/offset+octet-stream"}
+                last = offset + count == st.st_size
+                if last:
+                    _check_unchanged(local, st)
+                    # The digest goes in a header, before the body: the last piece of the
+                    # file is read twice (once here), every other byte once.
+                    headers["Upload-Sha256"] = sent.whole()
                 try:
                     resp = self.http.patch(
-                        upload_url, content=body(offset, count) if count else b"", headers={
-                            **TUS, "Upload-Offset": str(offset), "Content-Length": str(count),
-                            "Content-Type": "application/offset+octet-stream"})
+                        upload_url, headers=headers,
+                        content=body(offset, count, not last) if count else b"")
                 except httpx.TransportError as exc:
                     offset, failures = self._wait_for_offset(upload_url, offset, failures + 1,
                                                              retries, exc)
+                    sent.seek(offset)
                     continue
                 if resp.status_code in (409, 423):  # offset moved or another writer: re-sync
                     failures += 1
@@ -493,6 +570,7 @@ class Client:
                         self._check(resp)
                     time.sleep(0.2 * failures)
                     offset = self._tus_offset(upload_url)
+                    sent.seek(offset)
                     continue
                 if resp.status_code == 503:  # bytes kept; not in the dataset yet: re-sync
                     failures += 1
@@ -504,13 +582,16 @@ class Client:
                         progress(offset, st.st_size)
                     if offset >= st.st_size:
                         break  # all arrived: _finish_upload waits for the commit
+                    sent.seek(offset)
                     continue
                 if resp.status_code >= 400:
                     if resp.status_code in (410, 460) or resp.status_code == 422:
                         self.resume_store.drop(key)
                     self._check(resp)
                 failures = 0
-                offset = int(resp.headers["upload-offset"])
+                new_offset = int(resp.headers["upload-offset"])
+                sent.confirm(count, new_offset)
+                offset = new_offset
                 if progress:
                     progress(offset, st.st_size)
                 if st.st_size == 0:

@@ -3,6 +3,7 @@ operations as the API."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -69,3 +70,43 @@ def test_download_resumes_a_partial_file(server: ServerProcess, tmp_path: Path) 
     with pytest.raises(E.ValidationFailed):
         c.download("d", "x.bin", tmp_path / "y.bin")
     assert not (tmp_path / "y.bin").exists() and not (tmp_path / "y.bin.part").exists()
+
+
+def test_upload_hashes_while_sending(server: ServerProcess, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """No hashing pass before the first byte: the digest goes with the last PATCH, every
+    byte read once (the last piece twice); a file that changes meanwhile is refused."""
+    from clowder_ml import client as sdk
+
+    c = Client(server.url, server.token(), resume_store=ResumeStore(tmp_path / "u.json"))
+    data = os.urandom((5 << 20) + 123)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    sent: list[dict[str, str]] = []
+    real_patch = c.http.patch
+
+    def spy(url: str, **kw: object) -> object:
+        sent.append(dict(kw["headers"]))  # type: ignore[call-overload]
+        return real_patch(url, **kw)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as m:
+        m.setattr(sdk, "sha256_file", None)  # any separate hashing pass would fail
+        m.setattr(c.http, "patch", spy)
+        st = c.upload(src, "hashing", "x.bin", chunk_size=2 << 20)
+    assert st["state"] == "completed"
+    files = {f["path"]: f for f in c.files("hashing")}
+    assert files["x.bin"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert [("Upload-Sha256" in h) for h in sent] == [False, False, True]
+    assert c.download("hashing", "x.bin", tmp_path / "back.bin").read_bytes() == data
+
+    # The file changes between two PATCHes: nothing of the mix reaches the dataset.
+    def change_then_patch(url: str, **kw: object) -> object:
+        resp = real_patch(url, **kw)  # type: ignore[arg-type]
+        with open(src, "r+b") as fh:
+            fh.write(b"changed")
+        return resp
+
+    monkeypatch.setattr(c.http, "patch", change_then_patch)
+    with pytest.raises(E.ValidationFailed, match="changed during the upload"):
+        c.upload(src, "hashing", "y.bin", chunk_size=2 << 20)
+    assert "y.bin" not in {f["path"] for f in c.files("hashing")}

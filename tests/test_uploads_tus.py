@@ -27,8 +27,10 @@ def meta(**kv: str) -> str:
 
 
 def create(api: Api, data: bytes, *, sha: str | None = None, body: bytes | None = None,
-           **extra: str) -> str:
-    kv = {"dataset": "d", "path": "f.bin", "sha256": sha or hashlib.sha256(data).hexdigest()}
+           declare: bool = True, **extra: str) -> str:
+    kv = {"dataset": "d", "path": "f.bin"}
+    if declare:
+        kv["sha256"] = sha or hashlib.sha256(data).hexdigest()
     kv.update(extra)
     headers = {**api.h(), **TUS, "Upload-Length": str(len(data)), "Upload-Metadata": meta(**kv)}
     if body is not None:
@@ -246,3 +248,50 @@ def test_tuspy_client_works_unchanged(server: ServerProcess, tmp_path: Path) -> 
     uploader.upload()
     got = httpx.get(server.url + "/api/v1/datasets/viatus/files/from/tuspy.bin", headers=auth)
     assert got.status_code == 200 and got.content == data
+
+
+def test_sha256_declared_with_the_last_patch(api: Api) -> None:
+    """Upload-Sha256 (what the SDK sends, having hashed while sending): the right digest
+    completes the upload; a wrong one fails it and adds nothing; a malformed one is 400."""
+    api.dataset("d", files={"keep.csv": b"a\n1\n"})
+    data = os.urandom(40_000)
+    digest = hashlib.sha256(data).hexdigest()
+    loc = create(api, data, declare=False)
+    assert patch(api, loc, 0, data[:10_000]).status_code == 204  # type: ignore[attr-defined]
+    r = patch(api, loc, 10_000, data[10_000:], **{"Upload-Sha256": "xyz"})
+    assert r.status_code == 400 and "Upload-Sha256" in r.text  # type: ignore[attr-defined]
+    r = patch(api, loc, 10_000, data[10_000:], **{"Upload-Sha256": digest.upper()})
+    assert r.status_code == 204, r.text  # type: ignore[attr-defined]
+    assert api.client.get(loc, headers=api.h()).json()["state"] == "completed"
+    files = {f["path"]: f for f in api.client.get("/api/v1/datasets/d/files",
+                                                  headers=api.h()).json()}
+    assert files["f.bin"]["sha256"] == digest
+
+    loc = create(api, data, declare=False, path="g.bin")
+    r = patch(api, loc, 0, data, **{"Upload-Sha256": hashlib.sha256(b"other").hexdigest()})
+    assert r.status_code == 460 and "sha256" in r.text  # type: ignore[attr-defined]
+    st = api.client.get(loc, headers=api.h()).json()
+    assert st["state"] == "failed" and "mismatch" in st["error"]
+    paths = {f["path"] for f in api.client.get("/api/v1/datasets/d/files",
+                                               headers=api.h()).json()}
+    assert paths == {"keep.csv", "f.bin"}
+
+
+def test_sha256_declared_early_is_remembered_and_must_agree(api: Api) -> None:
+    """A digest declared before the last PATCH is recorded (a server killed before the end
+    still checks it); one that contradicts the digest declared at creation is refused
+    without harming the upload."""
+    api.dataset("d")
+    data = os.urandom(30_000)
+    loc = create(api, data)
+    r = patch(api, loc, 0, data[:1000], **{"Upload-Sha256": "0" * 64})
+    assert r.status_code == 460, r.text  # type: ignore[attr-defined]
+    assert api.client.get(loc, headers=api.h()).json()["state"] == "receiving"
+    assert patch(api, loc, 0, data).status_code == 204  # type: ignore[attr-defined]
+
+    loc = create(api, data, declare=False, path="h.bin")
+    r = patch(api, loc, 0, data[:1000], **{"Upload-Sha256": "0" * 64})
+    assert r.status_code == 204, r.text  # type: ignore[attr-defined]
+    r = patch(api, loc, 1000, data[1000:])
+    assert r.status_code == 460  # type: ignore[attr-defined]
+    assert api.client.get(loc, headers=api.h()).json()["state"] == "failed"

@@ -132,7 +132,12 @@ PATCH: dict[str, Any] = {
         "parameters": [TUS_RESUMABLE,
                        _header("Upload-Offset", "Where these bytes go: the server's offset",
                                _INT, required=True),
-                       UPLOAD_CHECKSUM],
+                       UPLOAD_CHECKSUM,
+                       _header("Upload-Sha256", "clowder-ml extension: the whole file's "
+                               "sha256 (hex), e.g. with the last PATCH by a client that "
+                               "hashes while it sends; checked when the last byte arrives "
+                               "(a mismatch answers 460 and adds nothing)",
+                               {"type": "string", "pattern": "^[0-9A-Fa-f]{64}$"})],
         "requestBody": {"required": True, **_OFFSET_BODY}},
 }
 

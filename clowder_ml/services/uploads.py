@@ -9,6 +9,9 @@ Contract:
   server processes) never append at once; the loser gets 423 and tus clients retry.
 - The sha256 is computed as bytes arrive; after a server restart the received prefix is
   re-hashed once.
+- The whole file's sha256 may be declared at creation (metadata ``sha256``) or with a PATCH
+  (``Upload-Sha256``, a clowder-ml extension: the SDK hashes while it sends and declares the
+  digest with the last PATCH); it is recorded before that PATCH's bytes are taken.
 - When the last byte arrives, the digest is compared with the declared ``sha256``. A mismatch
   fails the upload and deletes the bytes: nothing reaches the dataset. A match makes the
   upload ``finalizing``: its bytes are complete and kept until they are committed.
@@ -38,6 +41,7 @@ import hashlib
 import logging
 import os
 import queue
+import re
 import secrets
 import shutil
 import threading
@@ -137,6 +141,20 @@ def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
         return algo, base64.b64decode(b64, validate=True)
     except binascii.Error as exc:
         raise BadRequest("Upload-Checksum value is not base64.") from exc
+
+
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def parse_sha256_header(header: str | None) -> str | None:
+    """``Upload-Sha256``: the whole file's sha256 (64 hex digits), declared with the PATCH
+    that completes an upload (the SDK computes it while sending)."""
+    if header is None:
+        return None
+    value = header.strip().lower()
+    if not SHA256_HEX.match(value):
+        raise BadRequest("Upload-Sha256 must be 64 hex digits (the whole file's sha256).")
+    return value
 
 
 def parse_int_header(name: str, value: str | None) -> int:
@@ -406,11 +424,17 @@ class UploadService:
     # appending -----------------------------------------------------------------------
 
     async def append(self, user: User, upload_id: str, offset: int, content_type: str | None,
-                     body: AsyncIterator[bytes], checksum_header: str | None) -> UploadStatus:
-        """Append a PATCH body at ``offset``; finalize when the upload is complete."""
+                     body: AsyncIterator[bytes], checksum_header: str | None,
+                     sha256_header: str | None = None) -> UploadStatus:
+        """Append a PATCH body at ``offset``; finalize when the upload is complete.
+
+        ``sha256_header`` (``Upload-Sha256``) is the whole file's digest, recorded as if
+        declared at creation (a different one declared before answers 460) and checked when
+        the last byte arrives."""
         if (content_type or "").split(";")[0].strip().lower() != OFFSET_CONTENT_TYPE:
             raise UnsupportedMediaType(f"PATCH needs Content-Type: {OFFSET_CONTENT_TYPE}.")
         checksum = parse_checksum(checksum_header)
+        declared = parse_sha256_header(sha256_header)
         up = await anyio.to_thread.run_sync(self._load, user, upload_id)
         if up.state in (UploadState.FINALIZING, UploadState.COMPLETED):
             return await self._finish_again(up, offset, body)
@@ -422,6 +446,8 @@ class UploadService:
                 raise UploadOffsetMismatch(
                     f"Upload-Offset {offset} does not match the {current} bytes received.",
                     "Ask the server for the offset (HEAD) and resume from there.")
+            if declared:
+                await anyio.to_thread.run_sync(self._declare, upload_id, declared)
             state = self._hashes.get(upload_id)
             if state is None or state.offset != current:
                 state = await anyio.to_thread.run_sync(self._rehash, fh, current)
@@ -557,18 +583,33 @@ class UploadService:
 
     # finishing -----------------------------------------------------------------------
 
+    def _declare(self, upload_id: str, declared: str) -> None:
+        """Record the whole file's sha256 sent with a PATCH (before its bytes are taken, so
+        a server killed before the check still checks it at start-up)."""
+        with self.db.session() as s:
+            row = s.get(Upload, upload_id)
+            if row is None:
+                return
+            if row.sha256 and row.sha256 != declared:
+                raise ChecksumMismatch(
+                    f"Upload-Sha256 {declared} differs from the sha256 {row.sha256} declared "
+                    "for this upload.", "Declare the file's digest once, or the same both "
+                    "times; nothing of this request was stored.")
+            row.sha256 = declared
+
     def _finalize(self, upload_id: str, digest: str) -> None:
-        """Check a complete upload's digest, then commit it. The caller holds the part
-        file's lock. Idempotent: only an upload still receiving is checked."""
-        mismatch = False
+        """Check a complete upload's digest against the sha256 declared for it (at creation
+        or with a PATCH), then commit it. The caller holds the part file's lock.
+        Idempotent: only an upload still receiving is checked."""
+        wrong: str | None = None
         with self.db.session() as s:
             row = s.get(Upload, upload_id)
             if row is None or row.state != UploadState.RECEIVING:
                 return
             if row.sha256 and digest != row.sha256:
+                wrong = row.sha256
                 row.state, row.error = UploadState.FAILED.value, (
-                    f"sha256 mismatch: declared {row.sha256}, received {digest}")
-                mismatch = True
+                    f"sha256 mismatch: declared {wrong}, received {digest}")
             else:
                 # From here the bytes are complete and verified: they are kept until
                 # committed, whatever fails in between.
@@ -578,11 +619,11 @@ class UploadService:
             s.flush()
             s.expunge(row)
         self._hashes.pop(upload_id, None)
-        if mismatch:
+        if wrong is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.part(upload_id).unlink()
             raise ChecksumMismatch(
-                f"The uploaded bytes hash to {digest}, not the declared sha256 {row.sha256}.",
+                f"The uploaded bytes hash to {digest}, not the declared sha256 {wrong}.",
                 "The file changed or was corrupted in transit; nothing was added to the "
                 "dataset. Upload it again.")
         self._commit_upload(row)

@@ -104,7 +104,8 @@ async def tus_patch(upload_id: IdPath, request: Request, user: UserDep, platform
     offset = parse_int_header("Upload-Offset", request.headers.get("upload-offset"))
     st = await platform.uploads.append(user, upload_id, offset,
                                        request.headers.get("content-type"), request.stream(),
-                                       request.headers.get("upload-checksum"))
+                                       request.headers.get("upload-checksum"),
+                                       request.headers.get("upload-sha256"))
     headers = _headers(st)
     if st.version is not None:
         headers["X-Dataset-Version"] = str(st.version)

@@ -9327,6 +9327,8 @@ export interface operations {
                 "Upload-Offset": number;
                 /** @description ALGORITHM BASE64-DIGEST of this request's bytes; a mismatch answers 460 and stores nothing */
                 "Upload-Checksum"?: string;
+                /** @description clowder-ml extension: the whole file's sha256 (hex), e.g. with the last PATCH by a client that hashes while it sends; checked when the last byte arrives (a mismatch answers 460 and adds nothing) */
+                "Upload-Sha256"?: string;
             };
             path: {
                 /** @description An id the server gave */
