@@ -71,6 +71,12 @@ class CollabHub(WebsocketServer):
         self.store = DocumentStore(platform.settings.resolved_data_dir / "documents")
         self._locks: dict[str, anyio.Lock] = {}
         self._meta: dict[str, DraftMeta] = {}  # per open room: see DraftMeta
+        # Editors per room name from the moment they ask for the room until they leave it.
+        # A room is closed only when this is 0: counting its clients would miss an editor
+        # that got the room but is not among them yet, who would then type into a closed
+        # room while the next editor gets a new one (their edits lost, the draft's "changed"
+        # mark with them).
+        self._editors: dict[str, int] = {}
         self._task: asyncio.Task[Any] | None = None
 
     # lifecycle ----------------------------------------------------------------------------
@@ -93,6 +99,28 @@ class CollabHub(WebsocketServer):
 
     # rooms --------------------------------------------------------------------------------
 
+    async def serve(self, websocket: Any) -> None:
+        """Serve one editor (pycrdt-websocket's ``serve``, with the room held open for the
+        editor from the moment it asks for it, not from the moment it is a client)."""
+        if self._task_group is None:
+            raise RuntimeError("The co-editing hub is not running: call open() first.")
+        name = websocket.path
+        self._editors[name] = self._editors.get(name, 0) + 1
+        room: YRoom | None = None
+        try:
+            try:
+                room = await self.get_room(name)
+                await self.start_room(room)
+                await room.serve(websocket)
+            finally:
+                self._editors[name] -= 1
+                if not self._editors[name]:
+                    del self._editors[name]
+            if self.auto_clean_rooms:
+                await self.delete_room(room=room)
+        except Exception as exception:
+            self._handle_exception(exception)
+
     def _lock(self, name: str) -> anyio.Lock:
         # One lock per document (kept: a lock replaced while someone waits on it would let
         # two in): loading, starting and closing its room never interleave, so two first
@@ -101,14 +129,14 @@ class CollabHub(WebsocketServer):
 
     async def get_room(self, name: str) -> YRoom:
         """The room for ``name`` (a ``DocumentRef.room``), loaded and started if needed."""
-        room: YRoom | None = self.rooms.get(name)
-        if room is None or not room.started.is_set():
-            async with self._lock(name):
-                room = self.rooms.get(name)
-                if room is None:
-                    room = await self._load_room(DocumentRef.from_room(name))
-                    self.rooms[name] = room
-                await self.start_room(room)
+        # Always under the document's lock, even for a running room: one being closed
+        # (compacting its draft) must not be handed to a newcomer.
+        async with self._lock(name):
+            room: YRoom | None = self.rooms.get(name)
+            if room is None:
+                room = await self._load_room(DocumentRef.from_room(name))
+                self.rooms[name] = room
+            await self.start_room(room)
         return room
 
     async def _load_room(self, ref: DocumentRef) -> YRoom:
@@ -165,7 +193,8 @@ class CollabHub(WebsocketServer):
             name = self.get_room_name(room)
         async with self._lock(name):
             current = self.rooms.get(name)
-            if current is None or (current.clients and self.running):
+            if current is None or ((current.clients or self._editors.get(name))
+                                   and self.running):
                 return
             await to_thread.run_sync(self.store.replace, DocumentRef.from_room(name),
                                      current.ydoc.get_update())
