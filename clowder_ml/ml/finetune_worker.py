@@ -77,7 +77,7 @@ def write_summary(out: Path, result: Any, final: dict[str, Any], facts: dict[str
         "train_samples_per_s": result.train_samples_per_s, "seconds": result.seconds,
         "resumed_from_step": result.resumed_from_step, "determinism": facts,
         "best_step": result.best_step, "best_epoch": result.best_epoch,
-        "restored_best": result.restored_best,
+        "restored_best": result.restored_best, "cooldown_epochs": result.cooldown_epochs,
         "eval": {k: final[k] for k in ("loss", "accuracy", "macro_f1", "confusion_matrix")
                  if k in final},
     }

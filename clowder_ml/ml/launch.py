@@ -56,6 +56,7 @@ def loop_params(p: Any, total: int, length: TrainingLength) -> dict[str, Any]:
         # About ten points for short runs, one per ten steps for long ones.
         "log_every_steps": min(10, max(1, total // 10)),
         "keep_best": length.keep_best, "loss_aware": length.loss_aware,
+        "cooldown_epochs": length.cooldown,
     }
     if hasattr(p, "bf16"):
         out["bf16"] = p.bf16

@@ -85,6 +85,10 @@ class TrainParams:
     best, and any eval with a lower ``eval_loss`` than all before it resets the patience: on
     a small validation set the metric moves in coarse steps and saturates (one mistake in a
     hundred) while the model still gets better.
+    ``cooldown_epochs``: when the patience runs out, train up to that many more epochs
+    (never past ``epochs``) with the learning rate falling linearly from its value then to 0,
+    and stop at their end: an early stop otherwise ends at a high learning rate, with the
+    noisy weights of one; the evals go on, and ``keep_best`` may pick one of these epochs.
     ``pad_id`` pads ``input_ids`` in dynamically padded batches.
     """
 
@@ -109,6 +113,7 @@ class TrainParams:
     bf16: bool = False
     keep_best: bool = False
     loss_aware: bool = False
+    cooldown_epochs: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:
@@ -121,6 +126,8 @@ class TrainParams:
             raise ValueError("max_steps must be >= 1 or None")
         if not 0.0 <= self.warmup_ratio <= 1.0:
             raise ValueError("warmup_ratio must be in [0, 1]")
+        if self.cooldown_epochs < 0:
+            raise ValueError("cooldown_epochs must be >= 0")
         if self.metric not in ("accuracy", "macro_f1"):
             raise ValueError(f"unknown metric {self.metric!r}")
 
@@ -169,6 +176,7 @@ class TrainResult:
     best_step: int | None = None
     best_epoch: int | None = None
     restored_best: bool = False
+    cooldown_epochs: int = 0
 
 
 @dataclass
@@ -189,6 +197,11 @@ class _Progress:
     best_metrics: dict[str, float] = field(default_factory=dict)
     patience: int = 0
     stopped_early: bool = False
+    # The cooldown after the patience ran out (``TrainParams.cooldown_epochs``): the global
+    # steps where it began and where it ends, and the epoch it began in (0-based).
+    cooldown_from: int | None = None
+    cooldown_until: int | None = None
+    cooldown_epoch: int | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     # Open logging window, checkpointed so that the first log after a resume is the same.
     window_loss: float = 0.0
@@ -304,6 +317,17 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     if step < warmup_steps:
         return (step + 1) / (warmup_steps + 1) if warmup_steps else 1.0
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def _lr_factor(progress: _Progress, warmup_steps: int, total_steps: int) -> float:
+    """The schedule's factor at ``progress.global_step``; in a cooldown, the factor where it
+    began falling linearly to 0 at its end (a pure function of checkpointed integers)."""
+    step = progress.global_step
+    if progress.cooldown_from is None or progress.cooldown_until is None:
+        return lr_factor(step, warmup_steps, total_steps)
+    start = lr_factor(progress.cooldown_from, warmup_steps, total_steps)
+    span = max(1, progress.cooldown_until - progress.cooldown_from)
+    return start * max(0.0, (progress.cooldown_until - step) / span)
 
 
 def _schedule(params: TrainParams, n_train: int) -> tuple[int, int]:
@@ -806,8 +830,7 @@ def train(
                 if limit_reached():
                     break
                 group = groups[gi]
-                lr = params.learning_rate * lr_factor(progress.global_step, warmup_steps,
-                                                      total_steps)
+                lr = params.learning_rate * _lr_factor(progress, warmup_steps, total_steps)
                 for pg in optimizer.param_groups:
                     pg["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)
@@ -878,12 +901,18 @@ def train(
             if eval_data is not None and params.eval_every_epoch:
                 if is_rank0:
                     run_eval()
-                    _update_early_stopping(progress, params)
+                    _update_early_stopping(progress, params, len(groups), total_steps)
                     if best is not None and progress.best_step == progress.global_step:
                         best.save(model, progress.global_step)
                 if dp is not None:
                     progress.stopped_early = bool(data_parallel.broadcast_int(dp,
                                                                  int(progress.stopped_early)))
+                    if params.cooldown_epochs:  # it sets the learning rate on every rank
+                        got = [data_parallel.broadcast_int(dp, -1 if v is None else v)
+                               for v in (progress.cooldown_from, progress.cooldown_until,
+                                         progress.cooldown_epoch)]
+                        (progress.cooldown_from, progress.cooldown_until,
+                         progress.cooldown_epoch) = [None if v < 0 else v for v in got]
             progress.epoch += 1
             progress.step_in_epoch = 0
 
@@ -915,6 +944,8 @@ def train(
         best_step=progress.best_step,
         best_epoch=progress.best_epoch,
         restored_best=restored_best,
+        cooldown_epochs=(progress.epochs_completed - progress.cooldown_epoch
+                         if progress.cooldown_epoch is not None else 0),
     )
 
 
@@ -940,8 +971,11 @@ def _record_if_best(progress: _Progress, params: TrainParams) -> bool:
     return True
 
 
-def _update_early_stopping(progress: _Progress, params: TrainParams) -> None:
-    """Track the best ``eval_<metric>`` (higher is better) and the patience counter."""
+def _update_early_stopping(progress: _Progress, params: TrainParams, steps_per_epoch: int,
+                           total_steps: int) -> None:
+    """Track the best ``eval_<metric>`` (higher is better) and the patience counter; when
+    the patience runs out, stop, or begin the cooldown (``TrainParams.cooldown_epochs``);
+    stop at the cooldown's end."""
     loss = progress.last_metrics["eval_loss"]
     lower_loss = progress.lowest_loss is None or loss < progress.lowest_loss
     if lower_loss:
@@ -950,8 +984,19 @@ def _update_early_stopping(progress: _Progress, params: TrainParams) -> None:
         progress.patience = 0
     else:
         progress.patience += 1
+    if progress.cooldown_until is not None:
+        if progress.global_step >= progress.cooldown_until:
+            progress.stopped_early = True
+        return
     if (
         params.early_stopping_patience is not None
         and progress.patience >= params.early_stopping_patience
     ):
-        progress.stopped_early = True
+        until = min(progress.global_step + params.cooldown_epochs * steps_per_epoch,
+                    total_steps)
+        if until > progress.global_step:
+            progress.cooldown_from = progress.global_step
+            progress.cooldown_until = until
+            progress.cooldown_epoch = progress.epoch + 1
+        else:
+            progress.stopped_early = True

@@ -3,10 +3,12 @@
 ``epochs="auto"`` (the default of the fine-tune tasks) trains on the training split, evaluates
 on the held-out split after every epoch, stops once ``patience`` evals in a row brought no
 improvement of the chosen metric, and ends with the weights of the best eval
-(``TrainParams.keep_best``); an eval that ties the best metric with a lower validation
-loss is the new best, and a validation loss lower than ever before also counts as progress
-(``TrainParams.loss_aware``). The number of epochs is
-capped by a ceiling set from the data size and a step budget:
+(``TrainParams.keep_best``). Once the patience has run out it first trains ``cooldown``
+more epochs with the learning rate falling to 0 (``TrainParams.cooldown_epochs``: an early
+stop otherwise ends at a high learning rate), then stops. An eval that ties the best metric
+with a lower validation loss is the new best, and a validation loss lower than ever before
+also counts as progress (``TrainParams.loss_aware``). The number of epochs is capped by a
+ceiling set from the data size and a step budget:
 ``ceil(step_budget / steps_per_epoch)`` clamped to ``[min_epochs, max_epochs]``, so a small
 set may run many short epochs and a large one stops after a few long ones. The learning
 rate schedule (warmup, linear decay) spans the ceiling. An explicit number of epochs trains
@@ -37,6 +39,9 @@ class AutoBudget:
     min_epochs: int
     max_epochs: int
     patience: int = DEFAULT_PATIENCE
+    # Epochs of learning-rate decay to 0 once the patience ran out (within the ceiling):
+    # TrainParams.cooldown_epochs.
+    cooldown: int = 0
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class TrainingLength:
     keep_best: bool
     auto: bool
     ceiling: str = ""
+    cooldown: int = 0
 
     @property
     def loss_aware(self) -> bool:
@@ -76,7 +82,7 @@ def plan(epochs: int | Literal["auto"], patience: int | None, n_train: int,
            f"{budget.step_budget} steps, within {budget.min_epochs}-{budget.max_epochs} "
            "epochs)")
     return TrainingLength(epochs=ceiling, patience=patience or budget.patience,
-                          keep_best=True, auto=True, ceiling=why)
+                          keep_best=True, auto=True, ceiling=why, cooldown=budget.cooldown)
 
 
 def _fmt(value: float) -> str:
@@ -85,7 +91,8 @@ def _fmt(value: float) -> str:
 
 def describe(history: Sequence[dict[str, Any]], metric: str, length: TrainingLength, *,
              epochs_completed: int, stopped_early: bool, max_steps_reached: bool,
-             best_epoch: int | None, restored_best: bool) -> dict[str, Any]:
+             best_epoch: int | None, restored_best: bool, cooldown_epochs: int = 0
+             ) -> dict[str, Any]:
     """Why training stopped, as ``{"reason", "message", "warning", "best_epoch", "epochs",
     "metric", "best", "last"}``.
 
@@ -105,6 +112,9 @@ def describe(history: Sequence[dict[str, Any]], metric: str, length: TrainingLen
     if stopped_early:
         reason = "early_stopping"
         head = f"no improvement for {length.patience} epochs"
+        if cooldown_epochs:
+            head += (f", then {cooldown_epochs} epoch{'s' if cooldown_epochs != 1 else ''} "
+                     "of learning-rate decay")
     elif max_steps_reached:
         reason, head = "max_steps", "stopped at max_steps"
     elif length.auto:

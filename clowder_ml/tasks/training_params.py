@@ -65,12 +65,15 @@ def stop_summary(trained: dict[str, Any], metric: str, length: TrainingLength,
                     stopped_early=bool(trained.get("stopped_early")),
                     max_steps_reached=max_steps is not None and step >= max_steps,
                     best_epoch=trained.get("best_epoch"),
-                    restored_best=bool(trained.get("restored_best")))
+                    restored_best=bool(trained.get("restored_best")),
+                    cooldown_epochs=int(trained.get("cooldown_epochs") or 0))
 
 
 def card_lines(summary: dict[str, Any], length: TrainingLength) -> str:
     """The model card's paragraph on training length and why it stopped."""
-    how = (f"epochs=auto ({length.ceiling}, patience {length.patience}, best weights kept)"
+    cool = f", then {length.cooldown} epochs of learning-rate decay" if length.cooldown else ""
+    how = (f"epochs=auto ({length.ceiling}, patience {length.patience}{cool}, best weights "
+           "kept)"
            if length.auto else f"{length.epochs} epoch(s), last weights kept")
     text = f"Training length: {how}. Stopped: {summary['message']}."
     if summary.get("warning"):

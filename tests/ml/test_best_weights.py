@@ -102,3 +102,47 @@ def test_kept_weights_of_another_step_are_refused(tmp_path: Path) -> None:
 def test_keep_best_needs_eval_data() -> None:
     with pytest.raises(ValueError, match="keep_best needs eval data"):
         train(make_model(1), TRAIN, None, PARAMS)
+
+
+COOL = TrainParams(**{**PARAMS.__dict__, "epochs": 8, "early_stopping_patience": 1,
+                      "cooldown_epochs": 2, "log_every_steps": 1, "warmup_ratio": 0.0})
+
+
+def test_after_the_patience_the_learning_rate_falls_to_zero_then_the_run_stops(
+        tmp_path: Path) -> None:
+    res = train(make_model(11), TRAIN, SHIFTED, COOL, checkpoint_dir=tmp_path / "ckpt")
+    # Best epoch 1; epoch 2 uses up the patience (1) at step 16; 2 epochs of cooldown.
+    assert res.stopped_early and res.epochs_completed == 4 and res.global_step == 32
+    assert res.cooldown_epochs == 2 and res.best_epoch == 1 and res.restored_best
+    lrs = {int(h["step"]): h["learning_rate"] for h in res.history if "learning_rate" in h}
+    # The schedule spans 8 epochs (64 steps): at step 16 its factor is 49/64 (step 15 is
+    # the 16th step), from there linearly to 0 at step 32.
+    start = COOL.learning_rate * (64 - 16) / 64
+    assert lrs[16] == pytest.approx(COOL.learning_rate * (64 - 15) / 64)
+    assert [lrs[s] for s in (17, 24, 32)] == pytest.approx(
+        [start * 16 / 16, start * 9 / 16, start * 1 / 16])
+    # Without a cooldown the same run stops at step 16.
+    plain = train(make_model(11), TRAIN, SHIFTED,
+                  TrainParams(**{**COOL.__dict__, "cooldown_epochs": 0}))
+    assert plain.stopped_early and plain.global_step == 16 and plain.cooldown_epochs == 0
+
+
+@pytest.mark.parametrize("crash_step", [17, 27])
+def test_a_run_killed_in_its_cooldown_resumes_to_the_same_weights(tmp_path: Path,
+                                                                   crash_step: int) -> None:
+    full = make_model(11)
+    res_a = train(full, TRAIN, SHIFTED, COOL, checkpoint_dir=tmp_path / "a")
+
+    def crash(step: int, metrics: dict[str, float]) -> None:
+        if step == crash_step and "loss" in metrics:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(make_model(11), TRAIN, SHIFTED, COOL, checkpoint_dir=tmp_path / "b",
+              on_metrics=crash)
+    resumed = make_model(999)
+    res_b = train(resumed, TRAIN, SHIFTED, COOL, checkpoint_dir=tmp_path / "b")
+    assert res_b.resumed_from_step is not None
+    assert weights_sha(resumed, tmp_path) == weights_sha(full, tmp_path)
+    assert res_b.history == res_a.history and res_b.metrics == res_a.metrics
+    assert res_b.cooldown_epochs == res_a.cooldown_epochs == 2

@@ -48,6 +48,19 @@ def test_early_stopping_names_patience_best_epoch_and_value() -> None:
     assert (out["best"], out["last"], out["best_epoch"]) == (0.97, 0.97, 17)
 
 
+def test_a_cooldown_after_the_patience_is_planned_and_named() -> None:
+    budget = AutoBudget(step_budget=3000, min_epochs=3, max_epochs=60, patience=3, cooldown=4)
+    length = plan("auto", None, 1000, 32, 1, budget)
+    assert length.cooldown == 4 and plan(5, 2, 1000, 32, 1, budget).cooldown == 0
+    accs = [0.5] * 16 + [0.97, 0.96, 0.95, 0.96, 0.97, 0.97, 0.96]
+    out = describe(_history(accs), "accuracy", length, epochs_completed=23,
+                   stopped_early=True, max_steps_reached=False, best_epoch=17,
+                   restored_best=True, cooldown_epochs=4)
+    assert out["message"] == ("no improvement for 3 epochs, then 4 epochs of learning-rate "
+                              "decay; best epoch 17 of 23, accuracy 0.97")
+    assert out["reason"] == "early_stopping" and out["warning"] is None
+
+
 def test_a_fixed_run_still_rising_warns_that_more_epochs_may_help() -> None:
     length = plan(5, None, 1000, 32, 1, BUDGET)
     out = describe(_history([0.28, 0.32, 0.48, 0.58, 0.63]), "accuracy", length,
