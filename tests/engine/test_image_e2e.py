@@ -87,7 +87,8 @@ def test_small_cnn_finetune_then_predict(images: tuple[ServerProcess, JobsApi]) 
 
 # Long enough to kill mid-way (64x64 images: ~20 ms a step on one thread, so ~3 s of
 # training), short enough for a test; a checkpoint every 10 steps.
-RESUME_PARAMS = {"model_name": "resumed", "image_size": 64, "epochs": 100, "max_steps": 150,
+RESUME_PARAMS = {"model_name": "resumed", "base_model": "small-cnn", "image_size": 64,
+                 "epochs": 100, "max_steps": 150,
                  "checkpoint_every_steps": 10}
 
 

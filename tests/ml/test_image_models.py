@@ -108,9 +108,7 @@ def test_tasks_are_registered_and_built_in_bases_are_not_pinned() -> None:
     from clowder_ml.tasks.image_finetune import choose_base
 
     assert DEFAULT_BASE_MODEL == "auto"
-    assert [choose_base("auto", s) for s in (8, 32, 33, 224, None)] == [
-        "small-cnn", "small-cnn", "efficientnet-lite0", "efficientnet-lite0",
-        "efficientnet-lite0"]
+    assert {choose_base("auto", s) for s in (8, 32, 33, 224, None)} == {"efficientnet-lite0"}
     assert choose_base("small-cnn", 500) == "small-cnn"
     assert choose_base("vit@latest", 8) == "vit@latest"
     p = ft.parse_params({"model_name": "m", "base_model": "vit@latest"})
@@ -242,20 +240,20 @@ def test_a_registered_hf_image_model_is_fine_tuned_with_its_preprocessing(tmp_pa
 
 def test_defaults_fine_tune_the_pretrained_backbone_at_the_images_own_size(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Images larger than tiny get the built-in efficientnet-lite0 at their own size (48 px,
-    within 32-224), its learning rate, and a manifest naming the weights' source."""
+    """The defaults fine-tune the built-in efficientnet-lite0 at the images' own size (80 px,
+    within 64-224), with its learning rate, and a manifest naming the weights' source."""
     from clowder_ml.ml import efficientnet_lite
     from clowder_ml.tasks import image_finetune
 
     monkeypatch.setenv("CLOWDER_ML_CACHE_DIR", str(tmp_path / "cache" / "blobs"))
     monkeypatch.delenv("CLOWDER_ML_SHARED_DIR", raising=False)
-    files = {f"{c}/{i}.png": png(rgb, size=48) for c, rgb in (("red", RED), ("blue", BLUE))
+    files = {f"{c}/{i}.png": png(rgb, size=80) for c, rgb in (("red", RED), ("blue", BLUE))
              for i in range(4)}
     root = write(tmp_path / "ds", files)
     params = ImageFinetuneParams(model_name="pretrained", max_steps=2, batch_size=4,
                                  validation_split=0.25)
     result = image_finetune.run(_ctx(tmp_path, root, params, "ft"))
-    assert (result["base_model"], result["image_size"]) == ("efficientnet-lite0", 48)
+    assert (result["base_model"], result["image_size"]) == ("efficientnet-lite0", 80)
     assert result["learning_rate"] == DEFAULT_LEARNING_RATES["efficientnet-lite0"]
     assert result["training"]["reason"] == "max_steps"
     model = tmp_path / "ft/outputs/model"
