@@ -159,7 +159,8 @@ def submit(s: Session, user: User, spec: JobSpec, registry: TaskRegistry) -> Job
     when the task adds predictions to it) and record a PENDING job.
 
     Dataset inputs are pinned to a version now, so the job reads exactly what the user saw
-    when submitting, whatever is uploaded later. The task's workers param and
+    when submitting, whatever is uploaded later; params are recorded with the task's
+    defaults filled in, so later changes to the defaults do not change what it runs. The task's workers param and
     ``resources.workers`` are made to agree (:func:`_agree_on_workers`).
     """
     task = registry.get(spec.task)
@@ -177,7 +178,10 @@ def submit(s: Session, user: User, spec: JobSpec, registry: TaskRegistry) -> Job
                                "Name the dataset with --dataset NAME.")
     if params.publishes() is Publish.PREDICTIONS:
         _check_can_add_predictions(s, user, pinned)
-    return create(s, user, spec.model_copy(update={"inputs": pinned}))
+    # Params are recorded whole, defaults filled in: a reproduce (or a retry after an
+    # upgrade) runs with what this job ran with, not with whatever the defaults are then.
+    full = params.model_dump(mode="json", by_alias=True)
+    return create(s, user, spec.model_copy(update={"inputs": pinned, "params": full}))
 
 
 def get(s: Session, user: User, job_id: str) -> Job:
