@@ -160,8 +160,9 @@ def submit(s: Session, user: User, spec: JobSpec, registry: TaskRegistry) -> Job
 
     Dataset inputs are pinned to a version now, so the job reads exactly what the user saw
     when submitting, whatever is uploaded later; params are recorded with the task's
-    defaults filled in, so later changes to the defaults do not change what it runs. The task's workers param and
-    ``resources.workers`` are made to agree (:func:`_agree_on_workers`).
+    defaults filled in, so later changes to the defaults do not change what it runs. The
+    task's workers param and ``resources.workers`` are made to agree
+    (:func:`_agree_on_workers`).
     """
     task = registry.get(spec.task)
     params = task.parse_params(spec.params)
