@@ -55,6 +55,18 @@ def test_best_weights_in_memory_match_the_file(tmp_path: Path) -> None:
     assert a.metrics == b.metrics and a.history == b.history
 
 
+def _train_until_crash(params: TrainParams, checkpoint_dir: Path, crash_step: int) -> None:
+    """Train seed 11's model into ``checkpoint_dir`` until it crashes at ``crash_step``."""
+
+    def crash(step: int, metrics: dict[str, float]) -> None:
+        if step == crash_step and "loss" in metrics:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(make_model(11), TRAIN, SHIFTED, params, checkpoint_dir=checkpoint_dir,
+              on_metrics=crash)
+
+
 @pytest.mark.parametrize(("crash_step", "newest_checkpoint"), [(9, 6), (13, 12)])
 def test_a_run_killed_around_a_new_best_resumes_to_the_same_weights(
         tmp_path: Path, crash_step: int, newest_checkpoint: int) -> None:
@@ -63,13 +75,7 @@ def test_a_run_killed_around_a_new_best_resumes_to_the_same_weights(
     full = make_model(11)
     res_a = train(full, TRAIN, SHIFTED, PARAMS, checkpoint_dir=tmp_path / "a")
 
-    def crash(step: int, metrics: dict[str, float]) -> None:
-        if step == crash_step and "loss" in metrics:
-            raise Crash
-
-    with pytest.raises(Crash):
-        train(make_model(11), TRAIN, SHIFTED, PARAMS, checkpoint_dir=tmp_path / "b",
-              on_metrics=crash)
+    _train_until_crash(PARAMS, tmp_path / "b", crash_step)
     assert (tmp_path / "b" / BEST_FILE).is_file()
     assert list_checkpoints(tmp_path / "b")[-1][0] == newest_checkpoint
     resumed = make_model(999)  # other initial weights: everything must come back
@@ -133,13 +139,7 @@ def test_a_run_killed_in_its_cooldown_resumes_to_the_same_weights(tmp_path: Path
     full = make_model(11)
     res_a = train(full, TRAIN, SHIFTED, COOL, checkpoint_dir=tmp_path / "a")
 
-    def crash(step: int, metrics: dict[str, float]) -> None:
-        if step == crash_step and "loss" in metrics:
-            raise Crash
-
-    with pytest.raises(Crash):
-        train(make_model(11), TRAIN, SHIFTED, COOL, checkpoint_dir=tmp_path / "b",
-              on_metrics=crash)
+    _train_until_crash(COOL, tmp_path / "b", crash_step)
     resumed = make_model(999)
     res_b = train(resumed, TRAIN, SHIFTED, COOL, checkpoint_dir=tmp_path / "b")
     assert res_b.resumed_from_step is not None
