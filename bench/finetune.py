@@ -380,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
             tail = "\n".join(server.log.read_text(errors="replace").splitlines()[-30:])
             print(f"--- server log (last lines) ---\n{tail}", file=sys.stderr)
         # Always a RESULT line, so a run among other benches says which step failed.
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        if len(reason) > 400:  # a failed subprocess's stderr: its start and its end
+            reason = f"{reason[:120]} ... {reason[-270:]}"
         log(f"RESULT failed_step={step.replace(' ', '_')} error={json.dumps(reason)} "
             f"target_met=false")
         if isinstance(exc, KeyboardInterrupt | SystemExit):

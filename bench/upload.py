@@ -464,10 +464,10 @@ def main(argv: list[str] | None = None) -> int:
         log("")
         log(f"file: {args.size_mib} MiB random, page-cached; PATCH size {args.chunk_mib} MiB; "
             f"medians of {args.repeat} runs")
-        log("timed upload = whole Client.upload(): client sha256 + create + PATCHes "
-            "(server hashes, writes, fsyncs) + final check + blob move + version commit")
+        log("timed upload = whole Client.upload(): create + PATCHes (client hashes as it "
+            "sends; server hashes, writes, fsyncs) + digest check + blob move + commit")
         log(f"  upload (tus, SDK):      {upload_mib_s:8.1f} MiB/s  ({up_med:.3f} s)")
-        log(f"    client sha256 part:   {hash_med:8.3f} s   "
+        log(f"    before the 1st byte:  {hash_med:8.3f} s   "
             f"(without it: {transfer_mib_s:.1f} MiB/s)")
         log(f"  cp:                     {cp_mib_s:8.1f} MiB/s  ({cp_med:.3f} s)")
         log(f"  cp + sync:              {cp_sync_mib_s:8.1f} MiB/s  ({cp_sync_med:.3f} s)")
