@@ -41,7 +41,6 @@ import hashlib
 import logging
 import os
 import queue
-import re
 import secrets
 import shutil
 import threading
@@ -143,16 +142,13 @@ def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
         raise BadRequest("Upload-Checksum value is not base64.") from exc
 
 
-SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-
-
 def parse_sha256_header(header: str | None) -> str | None:
     """``Upload-Sha256``: the whole file's sha256 (64 hex digits), declared with the PATCH
     that completes an upload (the SDK computes it while sending)."""
     if header is None:
         return None
     value = header.strip().lower()
-    if not SHA256_HEX.match(value):
+    if not SHA256_RE.match(value):
         raise BadRequest("Upload-Sha256 must be 64 hex digits (the whole file's sha256).")
     return value
 
