@@ -35,7 +35,6 @@ def _ds(path: str = "") -> str:
 
 
 _NEW_DATASET = {"ref": "$response.body#/id"}
-_SAME_DATASET = {"ref": "$request.path.ref"}
 _NEW_VERSION = {"ref": "$request.path.ref", "number": "$response.body#/number"}
 _FIRST_FILE = {"ref": "$request.path.ref", "path": "$response.body#/files/0/path"}
 _JOB = {"job_id": "$response.body#/id"}
