@@ -80,12 +80,12 @@ def broadcast_int(g: Group, value: int) -> int:
     return int(t.item())
 
 
-def any_rank(g: Group, flag: bool) -> bool:
-    """True on every rank if ``flag`` is True on any rank."""
-    t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=g.comm)
+def any_rank(g: Group, *flags: bool) -> tuple[bool, ...]:
+    """Each flag True on every rank if it is True on any rank (one all-reduce for all)."""
+    t = torch.tensor([1 if f else 0 for f in flags], dtype=torch.int64, device=g.comm)
     with collective("all_reduce"):
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item())
+    return tuple(bool(v) for v in t.tolist())
 
 
 @torch.no_grad()

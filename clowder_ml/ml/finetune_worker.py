@@ -78,6 +78,7 @@ def write_summary(out: Path, result: Any, final: dict[str, Any], facts: dict[str
         "resumed_from_step": result.resumed_from_step, "determinism": facts,
         "best_step": result.best_step, "best_epoch": result.best_epoch,
         "restored_best": result.restored_best, "cooldown_epochs": result.cooldown_epochs,
+        "checkpoints": result.checkpoints,
         "eval": {k: final[k] for k in ("loss", "accuracy", "macro_f1", "confusion_matrix")
                  if k in final},
     }
@@ -96,10 +97,11 @@ def train_worker(config: dict[str, Any], rank: int = 0, device: str | None = Non
     ``use_gpu`` (Ray Train assigns each GPU worker its own)."""
     import torch
 
-    from clowder_ml.ml import determinism, models
+    from clowder_ml.ml import allocator, determinism, models
     from clowder_ml.ml.textdata import TokenizedTable
     from clowder_ml.ml.train_loop import TrainParams, evaluate, train
 
+    allocator.keep_freed_memory()  # before the model and the first step allocate
     facts = determinism.setup(int(config["seed"]), int(config["threads"]))
     labels: list[str] = list(config["labels"])
     # Built after seeding: the new classification head's initial weights are reproducible.

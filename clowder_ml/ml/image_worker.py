@@ -40,10 +40,11 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any]:
     writes to ``<output_dir>/train_result.json``."""
     import torch
 
-    from clowder_ml.ml import determinism, image_models
+    from clowder_ml.ml import allocator, determinism, image_models
     from clowder_ml.ml.imagedata import ImageTable, image_collate, shift_pixels
     from clowder_ml.ml.train_loop import TrainParams, evaluate, train
 
+    allocator.keep_freed_memory()  # before the model and the first step allocate
     facts = determinism.setup(int(config["seed"]), int(config["threads"]))
     model = build_model(config)  # after seeding: initial weights are reproducible
     device = torch.device("cuda" if config.get("use_gpu") and torch.cuda.is_available()

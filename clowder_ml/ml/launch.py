@@ -52,7 +52,10 @@ def loop_params(p: Any, total: int, length: TrainingLength) -> dict[str, Any]:
         "gradient_accumulation": p.gradient_accumulation, "warmup_ratio": p.warmup_ratio,
         "weight_decay": p.weight_decay, "max_grad_norm": p.max_grad_norm, "seed": p.seed,
         "early_stopping_patience": length.patience, "metric": p.metric,
-        "checkpoint_every_steps": p.checkpoint_every_steps, "max_steps": p.max_steps,
+        "checkpoint_every_steps": p.checkpoint_every_steps,
+        "checkpoint_every_s": (None if p.checkpoint_every_minutes is None
+                               else p.checkpoint_every_minutes * 60.0),
+        "max_steps": p.max_steps,
         # About ten points for short runs, one per ten steps for long ones.
         "log_every_steps": min(10, max(1, total // 10)),
         "keep_best": length.keep_best, "loss_aware": length.loss_aware,

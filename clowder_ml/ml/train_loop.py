@@ -67,7 +67,8 @@ _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 _TMP_PREFIX = ".tmp-"
 
 # Fields that do not change the training trajectory and may differ on resume.
-_RESUME_FREE_FIELDS = frozenset({"checkpoint_every_steps", "log_every_steps", "eval_batch_size"})
+_RESUME_FREE_FIELDS = frozenset({"checkpoint_every_steps", "checkpoint_every_s",
+                                 "log_every_steps", "eval_batch_size"})
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,11 @@ class TrainParams:
     and stop at their end: an early stop otherwise ends at a high learning rate, with the
     noisy weights of one; the evals go on, and ``keep_best`` may pick one of these epochs.
     ``pad_id`` pads ``input_ids`` in dynamically padded batches.
+    ``checkpoint_every_steps`` and ``checkpoint_every_s`` (both need a checkpoint folder):
+    a checkpoint is written every that many optimizer steps, and after any step that ends
+    that many seconds (of this call) after the last checkpoint or the start; either may be
+    None. When checkpoints are written never changes the trajectory, only how much work a
+    crash loses and what writing them costs (see ``TrainResult.checkpoints``).
     """
 
     epochs: int = 3
@@ -105,6 +111,7 @@ class TrainParams:
     early_stopping_patience: int | None = None
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
     checkpoint_every_steps: int | None = None
+    checkpoint_every_s: float | None = None
     max_steps: int | None = None
     log_every_steps: int = 10
     pad_id: int = 0
@@ -122,6 +129,8 @@ class TrainParams:
             raise ValueError("log_every_steps must be >= 1")
         if self.checkpoint_every_steps is not None and self.checkpoint_every_steps < 1:
             raise ValueError("checkpoint_every_steps must be >= 1 or None")
+        if self.checkpoint_every_s is not None and not self.checkpoint_every_s > 0:
+            raise ValueError("checkpoint_every_s must be > 0 or None")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max_steps must be >= 1 or None")
         if not 0.0 <= self.warmup_ratio <= 1.0:
@@ -161,7 +170,9 @@ class TrainResult:
     (deterministic: no timings). ``interrupted`` is True when ``should_stop`` ended the run
     (the run can be resumed). ``best_step`` and ``best_epoch`` (1-based: the epoch in which
     it was reached) locate the best eval (None without one); ``restored_best`` says the
-    model was set back to it. Timings cover this call only.
+    model was set back to it. ``checkpoints``: how many this call wrote, the seconds the
+    training loop spent on them (in-memory snapshots, waiting for an earlier write) and the
+    seconds their writing took alongside the next steps. Timings cover this call only.
     """
 
     global_step: int
@@ -177,6 +188,7 @@ class TrainResult:
     best_epoch: int | None = None
     restored_best: bool = False
     cooldown_epochs: int = 0
+    checkpoints: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -470,23 +482,33 @@ class _CheckpointWriter:
     ~0.1 s for MiniLM) and returns; the file writes and fsyncs (~0.5 s) overlap the next
     training steps. A checkpoint only gets its final name once complete, so a worker
     killed mid-write resumes from the previous one. :meth:`wait` joins the pending write
-    and re-raises its error, if any; ``train`` calls it before returning.
+    and re-raises its error, if any; ``train`` calls it before returning. :meth:`stats`
+    says what the checkpoints cost (``TrainResult.checkpoints``).
     """
 
     def __init__(self, checkpoint_dir: Path) -> None:
         self.checkpoint_dir = checkpoint_dir
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self.written = 0
+        self.loop_seconds = 0.0  # on the training thread: snapshots, waits for a write
+        self.write_seconds = 0.0  # on the writer thread
 
     def save(self, *snapshot_args: Any, **snapshot_kwargs: Any) -> None:
+        started = time.perf_counter()
         self.wait()  # at most one snapshot in memory and one write in flight
         snap = _snapshot(*snapshot_args, **snapshot_kwargs)
+        self.loop_seconds += time.perf_counter() - started
 
         def write() -> None:
+            began = time.perf_counter()
             try:
                 _write_snapshot(self.checkpoint_dir, snap)
+                self.written += 1
             except BaseException as exc:  # re-raised by wait() in the training thread
                 self._error = exc
+            finally:
+                self.write_seconds += time.perf_counter() - began
 
         self._thread = threading.Thread(target=write, name="checkpoint-writer", daemon=True)
         self._thread.start()
@@ -508,6 +530,11 @@ class _CheckpointWriter:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+    def stats(self) -> dict[str, float]:
+        """``written``, ``loop_seconds``, ``write_seconds`` so far (call after :meth:`wait`)."""
+        return {"written": self.written, "loop_seconds": round(self.loop_seconds, 3),
+                "write_seconds": round(self.write_seconds, 3)}
 
 
 def _load_checkpoint(
@@ -787,6 +814,7 @@ def train(
     window_samples = 0
     window_t = time.perf_counter()
     last_ckpt_step = resumed_from
+    last_ckpt_t = time.monotonic()
     interrupted = False
     if params.keep_best and eval_data is None:
         raise ValueError("keep_best needs eval data")
@@ -877,16 +905,19 @@ def train(
                     progress.history.append({"step": progress.global_step, **record})
                     if on_metrics is not None:
                         on_metrics(progress.global_step, {**record, "samples_per_s": rate})
-                if (
-                    checkpoint_dir is not None
-                    and params.checkpoint_every_steps is not None
-                    and progress.global_step % params.checkpoint_every_steps == 0
-                ):
-                    save_checkpoint()
-                    last_ckpt_step = progress.global_step
+                due_steps = (params.checkpoint_every_steps is not None
+                             and progress.global_step % params.checkpoint_every_steps == 0)
+                due_time = (params.checkpoint_every_s is not None
+                            and time.monotonic() - last_ckpt_t >= params.checkpoint_every_s)
                 stop = should_stop is not None and should_stop()
-                if dp is not None:  # all ranks stop at the same step, or they deadlock
-                    stop = data_parallel.any_rank(dp, stop)
+                if dp is not None:
+                    # All ranks stop, and checkpoint (a collective), at the same step, or
+                    # they deadlock: one all-reduce agrees on both (each rank's clock may
+                    # say a checkpoint is due a step apart).
+                    stop, due_time = data_parallel.any_rank(dp, stop, due_time)
+                if checkpoint_dir is not None and (due_steps or due_time):
+                    save_checkpoint()
+                    last_ckpt_step, last_ckpt_t = progress.global_step, time.monotonic()
                 if stop:
                     interrupted = True
                     break
@@ -946,6 +977,7 @@ def train(
         restored_best=restored_best,
         cooldown_epochs=(progress.epochs_completed - progress.cooldown_epoch
                          if progress.cooldown_epoch is not None else 0),
+        checkpoints=writer.stats() if writer is not None else {},
     )
 
 

@@ -17,7 +17,14 @@ from pydantic import Field, model_validator
 from clowder_ml.tasks.outputs import Publish
 from clowder_ml.tasks.params import TaskParams
 from clowder_ml.tasks.registry import TaskDef
-from clowder_ml.tasks.training_params import EPOCHS_HELP, PATIENCE_HELP, ImageEpochs
+from clowder_ml.tasks.training_params import (
+    CHECKPOINT_MINUTES_HELP,
+    CHECKPOINT_STEPS_HELP,
+    DEFAULT_CHECKPOINT_MINUTES,
+    EPOCHS_HELP,
+    PATIENCE_HELP,
+    ImageEpochs,
+)
 
 SMALL_CNN = "small-cnn"  # built in: a small CNN trained from scratch (no registry entry)
 EFFICIENTNET_LITE0 = "efficientnet-lite0"  # built in: ImageNet-pretrained (no registry entry)
@@ -73,7 +80,10 @@ class ImageFinetuneParams(TaskParams):
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
     early_stopping_patience: int | None = Field(default=None, ge=1, le=100,
                                                 description=PATIENCE_HELP)
-    checkpoint_every_steps: int = Field(default=50, ge=1)
+    checkpoint_every_minutes: float | None = Field(
+        default=DEFAULT_CHECKPOINT_MINUTES, gt=0, le=1440, description=CHECKPOINT_MINUTES_HELP)
+    checkpoint_every_steps: int | None = Field(default=None, ge=1,
+                                               description=CHECKPOINT_STEPS_HELP)
     augment: bool = Field(default=False, description="Seeded random left-right flips of "
                                                      "training images")
     random_shift: float = Field(default=DEFAULT_RANDOM_SHIFT, ge=0.0, le=0.25,

@@ -16,7 +16,8 @@
 Result: ``metrics``, ``digest`` (sha256 of model.safetensors), ``labels``,
 ``train_examples``, ``eval_examples``, ``base_model``, ``image_size``, ``learning_rate``,
 ``training`` (why training stopped: ``training_length.describe``), ``launcher``, ``seconds``,
-``resumed_from_step``.
+``resumed_from_step``, ``checkpoints`` (how many were written and what they cost:
+``TrainResult.checkpoints``).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from clowder_ml.tasks.image_classification import (
     ImageFinetuneParams,
 )
 from clowder_ml.tasks.outputs import MODEL_DIR
-from clowder_ml.tasks.training_params import NEEDS_HELD_OUT, card_lines, stop_summary
+from clowder_ml.tasks.training_params import NEEDS_HELD_OUT, card_lines, stop_summary, stopped_event
 
 TASK = "image-classification-finetune"
 # epochs=auto: an epoch ceiling of about 3000 optimizer steps, 3 to 60 epochs (measured by
@@ -221,7 +222,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
                    global_step=trained.get("global_step"),
                    epochs_completed=trained.get("epochs_completed"))
     stopped = stop_summary(trained, p.metric, length, p.max_steps)
-    ctx.report.event(f"training stopped: {stopped['message']}")
+    ctx.report.event(stopped_event(stopped, trained))
     if stopped["warning"]:
         ctx.report.event(f"warning: {stopped['warning']}")
     digest = manifest.sha256_file(model_out / "model.safetensors")
@@ -250,4 +251,5 @@ def run(ctx: TaskContext) -> dict[str, Any]:
             "train_examples": n_train, "eval_examples": n_eval, "base_model": base_ref,
             "image_size": prep.size, "learning_rate": p.learning_rate_for(base_ref),
             "training": stopped, "launcher": "local", "seconds": trained.get("seconds"),
-            "resumed_from_step": trained.get("resumed_from_step")}
+            "resumed_from_step": trained.get("resumed_from_step"),
+            "checkpoints": trained.get("checkpoints")}

@@ -18,7 +18,15 @@ from clowder_ml.ml import textdata
 from clowder_ml.tasks.outputs import PREDICTIONS_DIR, Publish
 from clowder_ml.tasks.params import TaskParams
 from clowder_ml.tasks.registry import TaskDef
-from clowder_ml.tasks.training_params import EPOCHS_HELP, NEEDS_HELD_OUT, PATIENCE_HELP, TextEpochs
+from clowder_ml.tasks.training_params import (
+    CHECKPOINT_MINUTES_HELP,
+    CHECKPOINT_STEPS_HELP,
+    DEFAULT_CHECKPOINT_MINUTES,
+    EPOCHS_HELP,
+    NEEDS_HELD_OUT,
+    PATIENCE_HELP,
+    TextEpochs,
+)
 
 DEFAULT_ID_COLUMN = "id"  # keys predictions when a table has it and id_column is unset
 
@@ -55,7 +63,10 @@ class FinetuneParams(TaskParams):
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
     early_stopping_patience: int | None = Field(default=None, ge=1, le=100,
                                                 description=PATIENCE_HELP)
-    checkpoint_every_steps: int = Field(default=50, ge=1)
+    checkpoint_every_minutes: float | None = Field(
+        default=DEFAULT_CHECKPOINT_MINUTES, gt=0, le=1440, description=CHECKPOINT_MINUTES_HELP)
+    checkpoint_every_steps: int | None = Field(default=None, ge=1,
+                                               description=CHECKPOINT_STEPS_HELP)
     workers: int = Field(default=1, ge=1, le=64, description="Training workers (data "
                          "parallel, ray-train launcher): the same as the job's "
                          "resources.workers, which it is set to at submission")

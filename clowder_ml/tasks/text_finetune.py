@@ -4,7 +4,8 @@
    (columns, labels, encoding) before any training, with messages naming file, row, column.
 2. Tokenize into memory-mapped Arrow files, cached on the node by the digests of everything
    that determines them (a re-run does not tokenize again).
-3. Train in a worker that checkpoints to shared storage and is restarted from its last
+3. Train in a worker that checkpoints to shared storage (every ``checkpoint_every_minutes``,
+   and ``checkpoint_every_steps`` if set) and is restarted from its last
    checkpoint if it dies (``clowder_ml.ml.launch``), with seeds, deterministic algorithms and
    a fixed thread count, so the same inputs give bit-identical weights. With the job's
    ``resources.workers`` W > 1, W Ray Train workers train data parallel (each with the
@@ -34,7 +35,7 @@ from clowder_ml.tasks.context import TaskContext
 from clowder_ml.tasks.outputs import MODEL_DIR
 from clowder_ml.tasks.registry import BUILTIN_MODELS
 from clowder_ml.tasks.text_classification import FinetuneParams, data_tables
-from clowder_ml.tasks.training_params import card_lines, stop_summary
+from clowder_ml.tasks.training_params import card_lines, stop_summary, stopped_event
 
 TASK = "text-classification-finetune"
 # epochs=auto: an epoch ceiling of about 2000 optimizer steps (a MiniLM fine-tune of 16-text
@@ -263,7 +264,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
                    global_step=trained.get("global_step"),
                    epochs_completed=trained.get("epochs_completed"))
     stopped = stop_summary(trained, p.metric, length, p.max_steps)
-    ctx.report.event(f"training stopped: {stopped['message']}")
+    ctx.report.event(stopped_event(stopped, trained))
     if stopped["warning"]:
         ctx.report.event(f"warning: {stopped['warning']}")
     digest = manifest.sha256_file(model_out / "model.safetensors")
@@ -291,4 +292,5 @@ def run(ctx: TaskContext) -> dict[str, Any]:
             "train_examples": prep.n_train, "eval_examples": prep.n_eval,
             "base_model": base_ref, "launcher": how, "workers": workers,
             "training": stopped, "seconds": trained.get("seconds"),
-            "resumed_from_step": trained.get("resumed_from_step")}
+            "resumed_from_step": trained.get("resumed_from_step"),
+            "checkpoints": trained.get("checkpoints")}

@@ -3,12 +3,14 @@
 Two sessions of 2 spawned processes run everything (spawning and importing PyTorch and
 transformers is most of the cost): session 1 runs the dropout-free run compared with one
 process, a reference run with dropout, and a run stopped after step 3; session 2 (fresh
-processes, like a restart) runs the reference again, resumes the stopped run, and loses
-rank 1 in the middle of a run.
+processes, like a restart) runs the reference again, resumes the stopped run, runs one
+whose checkpoints only rank 0's clock says are due, and loses rank 1 in the middle of a
+run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,7 +27,7 @@ from transformers import BertConfig, BertForSequenceClassification
 from clowder_ml.ml import determinism
 from clowder_ml.ml.data_parallel import CollectiveFailed
 from clowder_ml.ml.finetune_worker import ERROR_FILE, train_or_record_failure
-from clowder_ml.ml.train_loop import TrainParams, save_weights, train
+from clowder_ml.ml.train_loop import TrainParams, list_checkpoints, save_weights, train
 from tests.ml.test_train_loop import make_data
 
 WORLD = 2
@@ -47,7 +49,7 @@ def make_model(seed: int, dropout: float) -> BertForSequenceClassification:
 
 
 def _run(out: Path, name: str, rank: int, dropout: float, ckpt: Path | None,
-         stop_at: int | None = None) -> None:
+         stop_at: int | None = None, params: TrainParams = PARAMS) -> None:
     """One training run; every rank writes its weights' digest, rank 0 the weights too."""
     model = make_model(0, dropout)
     calls = 0
@@ -60,7 +62,7 @@ def _run(out: Path, name: str, rank: int, dropout: float, ckpt: Path | None,
     # Only rank 0 asks to stop: the ranks must still agree on the step.
     stop = should_stop if rank == 0 and stop_at is not None else None
     metrics: list[tuple[int, dict[str, float]]] = []
-    result = train(model, make_data(64, 0), make_data(24, 1), PARAMS, checkpoint_dir=ckpt,
+    result = train(model, make_data(64, 0), make_data(24, 1), params, checkpoint_dir=ckpt,
                    should_stop=stop, on_metrics=lambda s, m: metrics.append((s, m)))
     path = out / f"{name}-rank{rank}.safetensors"
     save_weights(model, path)
@@ -68,7 +70,8 @@ def _run(out: Path, name: str, rank: int, dropout: float, ckpt: Path | None,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "history": result.history, "global_step": result.global_step,
         "interrupted": result.interrupted, "resumed_from_step": result.resumed_from_step,
-        "metrics": result.metrics, "metric_calls": len(metrics)}))
+        "metrics": result.metrics, "metric_calls": len(metrics),
+        "checkpoints": result.checkpoints}))
 
 
 def _session(rank: int, store: str, out: str, session: int) -> None:
@@ -83,6 +86,11 @@ def _session(rank: int, store: str, out: str, session: int) -> None:
         else:
             _run(o, "ref2", rank, 0.1, o / "ckpt-ref2")
             _run(o, "resumed", rank, 0.1, o / "ckpt-resume")
+            # Only rank 0's clock says a checkpoint is due (after every step): a checkpoint is
+            # a collective, so the ranks must agree, or they would deadlock.
+            _run(o, "timed", rank, 0.1, o / "ckpt-timed", params=dataclasses.replace(
+                PARAMS, checkpoint_every_steps=None,
+                checkpoint_every_s=1e-9 if rank == 0 else None))
             _peer_lost(o, rank)
     finally:
         dist.destroy_process_group()
@@ -171,6 +179,14 @@ def test_two_rank_run_resumes_to_the_same_weights(runs: Path) -> None:
     assert resumed["sha256"] == ref["sha256"]
     assert _result(runs, "resumed", 1)["sha256"] == ref["sha256"]
     assert resumed["history"] == ref["history"]
+
+
+def test_ranks_agree_on_checkpoints_due_by_rank_0s_clock(runs: Path) -> None:
+    timed, ref = _result(runs, "timed"), _result(runs, "ref1")
+    assert timed["sha256"] == _result(runs, "timed", 1)["sha256"] == ref["sha256"]
+    assert timed["checkpoints"]["written"] == PARAMS.epochs * 5  # one after every step
+    assert [s for s, _ in list_checkpoints(runs / "ckpt-timed")] == [9, 10]
+    assert _result(runs, "timed", 1)["checkpoints"] == {}  # only rank 0 writes
 
 
 def test_one_process_refuses_a_two_rank_checkpoint(runs: Path, tmp_path: Path) -> None:

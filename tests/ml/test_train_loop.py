@@ -145,6 +145,35 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path: Path) -> No
     assert res_b.history == res_a.history
 
 
+def test_checkpoints_due_by_time_resume_alike_and_report_their_cost(tmp_path: Path) -> None:
+    model_a = make_model(11)
+    train(model_a, TRAIN, EVAL, BASE)  # no checkpoint folder: none written
+    sha_a = weights_sha(model_a, tmp_path)
+    # Due after every step (each takes far more than a nanosecond); a crash at step 5.
+    every_step = TrainParams(**{**BASE.__dict__, "checkpoint_every_s": 1e-9})
+
+    def crash(step: int, metrics: dict[str, float]) -> None:
+        if step == 5:  # metrics come before the step's checkpoint
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(make_model(11), TRAIN, EVAL, every_step, checkpoint_dir=tmp_path / "b",
+              on_metrics=crash)
+    assert [s for s, _ in list_checkpoints(tmp_path / "b")] == [3, 4]
+    model_b = make_model(999)
+    res_b = train(model_b, TRAIN, EVAL, every_step, checkpoint_dir=tmp_path / "b")
+    assert res_b.resumed_from_step == 4 and weights_sha(model_b, tmp_path) == sha_a
+    ck = res_b.checkpoints
+    assert ck["written"] == 16 - 4 and ck["loop_seconds"] > 0 and ck["write_seconds"] > 0
+    # Not due within the run: nothing written, and the result says so.
+    rare = TrainParams(**{**BASE.__dict__, "checkpoint_every_s": 3600.0})
+    res_c = train(make_model(11), TRAIN, EVAL, rare, checkpoint_dir=tmp_path / "c")
+    assert res_c.checkpoints == {"written": 0, "loop_seconds": 0.0, "write_seconds": 0.0}
+    assert list_checkpoints(tmp_path / "c") == []
+    with pytest.raises(ValueError, match="checkpoint_every_s"):
+        TrainParams(checkpoint_every_s=0)
+
+
 def test_resume_after_should_stop_mid_epoch_and_across_epoch_boundary(tmp_path: Path) -> None:
     params = TrainParams(**{**BASE.__dict__, "checkpoint_every_steps": 3, "log_every_steps": 4})
     model_a = make_model(11)
