@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from clowder_ml.errors import ClowderMLError, ValidationFailed
-from clowder_ml.ml import launch, manifest, models, textdata, training_length, usercode
+from clowder_ml.ml import (
+    json_tokenizer,
+    launch,
+    manifest,
+    models,
+    textdata,
+    training_length,
+    usercode,
+)
 from clowder_ml.runner.inputs import default_cache_dir
 from clowder_ml.runner.threads import reserved_threads
 from clowder_ml.tasks.context import TaskContext
@@ -91,6 +99,17 @@ def _tokenized(ex: textdata.TextExamples, tokenizer: Any, p: FinetuneParams,
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     return textdata.encode_to_arrow(_batches(ex), tokenize, label_map, out)
+
+
+def _tokenizer(base_dir: Path, builtin: bool) -> Any:
+    """The base model's tokenizer. A built-in's needs only the tokenizers library (tested equal
+    to ``AutoTokenizer``), so the runner does not import transformers and PyTorch while the
+    training worker does (see ``json_tokenizer``)."""
+    if builtin and (base_dir / json_tokenizer.TOKENIZER_FILE).is_file():
+        return json_tokenizer.JsonTokenizer(base_dir)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base_dir)
 
 
 def _model_card(name: str, base: str, labels: list[str], metrics: dict[str, Any],
@@ -182,9 +201,7 @@ def _prepare(ctx: TaskContext, p: FinetuneParams, base_dir: Path, base_ref: str)
                      f"{len(val_ex) if val_ex else 0} validation examples, "
                      f"{len(labels)} labels")
 
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer = _tokenizer(base_dir, p.base_model in BUILTIN_MODELS)
     digests = sorted(ctx.dataset().digests.items())
     tok_digest = "".join(manifest.sha256_file(f) for f in sorted(base_dir.glob("*token*"))
                          + sorted(base_dir.glob("vocab*")))
