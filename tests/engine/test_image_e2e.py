@@ -158,7 +158,11 @@ def test_auto_epochs_keep_the_best_epoch_and_a_killed_worker_resumes_to_it(
     assert training["reason"] in ("early_stopping", "ceiling"), training
     assert f"best epoch {training['best_epoch']} of {training['epochs']}" in training["message"]
     assert first["result"]["metrics"]["eval_accuracy"] == training["best"]
-    assert any(e["message"] == f"training stopped: {training['message']}"
+    # The event says why it stopped and what the checkpoints (one every 3 steps) cost.
+    written = first["result"]["checkpoints"]["written"]
+    assert written == first["result"]["metrics"]["global_step"] // 3
+    assert any(e["message"].startswith(f"training stopped: {training['message']} "
+                                       f"({written} checkpoint(s), ")
                for e in api.events(first["id"]))
     card = api.http.get(f"/api/v1/jobs/{first['id']}/outputs/model/README.md").text
     assert "epochs=auto" in card and f"Stopped: {training['message']}" in card
