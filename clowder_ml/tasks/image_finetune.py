@@ -49,7 +49,7 @@ from clowder_ml.tasks.image_classification import (
     ImageFinetuneParams,
 )
 from clowder_ml.tasks.outputs import MODEL_DIR
-from clowder_ml.tasks.training_params import NEEDS_HELD_OUT, card_lines, stop_summary, stopped_event
+from clowder_ml.tasks.training_params import NEEDS_HELD_OUT, card_lines, report_stop
 
 TASK = "image-classification-finetune"
 # epochs=auto: an epoch ceiling of about 3000 optimizer steps, 3 to 60 epochs (measured by
@@ -221,10 +221,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     metrics.update(train_samples_per_s=trained.get("train_samples_per_s"),
                    global_step=trained.get("global_step"),
                    epochs_completed=trained.get("epochs_completed"))
-    stopped = stop_summary(trained, p.metric, length, p.max_steps)
-    ctx.report.event(stopped_event(stopped, trained))
-    if stopped["warning"]:
-        ctx.report.event(f"warning: {stopped['warning']}")
+    stopped = report_stop(ctx.report, trained, p.metric, length, p.max_steps)
     digest = manifest.sha256_file(model_out / "model.safetensors")
     data = ctx.dataset()
     man = manifest.build(

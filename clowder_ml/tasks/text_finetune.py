@@ -43,7 +43,7 @@ from clowder_ml.tasks.context import TaskContext
 from clowder_ml.tasks.outputs import MODEL_DIR
 from clowder_ml.tasks.registry import BUILTIN_MODELS
 from clowder_ml.tasks.text_classification import FinetuneParams, data_tables
-from clowder_ml.tasks.training_params import card_lines, stop_summary, stopped_event
+from clowder_ml.tasks.training_params import card_lines, report_stop
 
 TASK = "text-classification-finetune"
 # epochs=auto: an epoch ceiling of about 2000 optimizer steps (a MiniLM fine-tune of 16-text
@@ -280,10 +280,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     metrics.update(train_samples_per_s=trained.get("train_samples_per_s"),
                    global_step=trained.get("global_step"),
                    epochs_completed=trained.get("epochs_completed"))
-    stopped = stop_summary(trained, p.metric, length, p.max_steps)
-    ctx.report.event(stopped_event(stopped, trained))
-    if stopped["warning"]:
-        ctx.report.event(f"warning: {stopped['warning']}")
+    stopped = report_stop(ctx.report, trained, p.metric, length, p.max_steps)
     digest = manifest.sha256_file(model_out / "model.safetensors")
     man = manifest.build(
         task=TASK, job_id=ctx.job_id,

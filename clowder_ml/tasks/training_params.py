@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import PlainValidator, WithJsonSchema
 
 from clowder_ml.ml.training_length import AUTO, DEFAULT_PATIENCE, TrainingLength, describe
+from clowder_ml.tasks.context import Reporter
 
 EPOCHS_HELP = (
     f"'{AUTO}' (default): after every epoch measure the metric on the held-out data, stop "
@@ -78,14 +79,20 @@ def stop_summary(trained: dict[str, Any], metric: str, length: TrainingLength,
                     cooldown_epochs=int(trained.get("cooldown_epochs") or 0))
 
 
-def stopped_event(stopped: dict[str, Any], trained: dict[str, Any]) -> str:
-    """The job event that ends training: why it stopped, and what its checkpoints cost."""
+def report_stop(report: Reporter, trained: dict[str, Any], metric: str,
+                length: TrainingLength, max_steps: int | None) -> dict[str, Any]:
+    """:func:`stop_summary`, also reported as the job's events: why training stopped and what
+    its checkpoints cost, then the summary's warning, if any."""
+    stopped = stop_summary(trained, metric, length, max_steps)
     ck = trained.get("checkpoints") or {}
     written = int(ck.get("written") or 0)
     cost = (f"{written} checkpoint(s), {float(ck.get('loop_seconds') or 0):.2f} s of training "
             f"time and {float(ck.get('write_seconds') or 0):.2f} s of writing alongside"
             if written else "no checkpoint was due")
-    return f"training stopped: {stopped['message']} ({cost})"
+    report.event(f"training stopped: {stopped['message']} ({cost})")
+    if stopped["warning"]:
+        report.event(f"warning: {stopped['warning']}")
+    return stopped
 
 
 def card_lines(summary: dict[str, Any], length: TrainingLength) -> str:
